@@ -1,0 +1,275 @@
+"""One typed configuration for every stage, loaded from YAML with ``key.path=value`` overrides.
+
+The CLI and every ``jobs/*.py`` entry point go through :func:`load_config`, so a YAML file that works for one works
+for all. Unknown keys are errors (typos must not be ignored silently) and every validation error names the dotted key.
+
+Example::
+
+    cfg = load_config("configs/default.yaml", overrides=["train.lr=3e-4", "mining.analyzer=bigram"])
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+
+class ConfigError(ValueError):
+    """A configuration file or override is invalid; the message names the file and the dotted key."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class DataConfig(_Section):
+    """Where the training/evaluation data comes from.
+
+    ``train`` and ``dev`` are *sources*: a path plus a format understood by :mod:`raysparse.data`
+    (``beir``, ``squad``, ``msmarco``, ``jsonl``, ``parquet``, ``prototype``, ``sample``). ``sample`` is the small
+    Korean/English set shipped inside the package (used by the default job, offline and without ../shared).
+    """
+
+    format: Literal["sample", "beir", "squad", "msmarco", "jsonl", "parquet", "prototype"] = "sample"
+    path: str | None = None
+    dev_format: Literal["sample", "beir", "squad", "msmarco", "jsonl", "parquet", "prototype"] | None = None
+    dev_path: str | None = None
+    # field names for plain JSONL/Parquet sources
+    id_field: str = "id"
+    text_field: str = "text"
+    title_field: str = "title"
+    query_field: str = "query"
+    date_field: str | None = None
+    max_records: int | None = Field(default=None, ge=1)
+    dev_fraction: float = Field(default=0.1, ge=0.0, lt=1.0)
+    seed: int = 13
+
+
+class MiningConfig(_Section):
+    """BM25 hard-negative mining (bm25s on Ray Data)."""
+
+    analyzer: Literal["kiwi", "bigram", "hf"] = "bigram"
+    hf_tokenizer: str | None = None  # path or name of a Hugging Face tokenizer when analyzer == "hf"
+    top_k: int = Field(default=100, ge=1)
+    num_hard_negatives: int = Field(default=10, ge=0)
+    num_random_negatives: int = Field(default=5, ge=0)
+    near_duplicate_threshold: float = Field(default=0.9, gt=0.0, le=1.0)
+    bm25_k1: float = 1.2
+    bm25_b: float = 0.75
+    backend: Literal["auto", "numba", "numpy"] = "auto"
+    batch_size: int = Field(default=512, ge=1)
+    num_workers: int = Field(default=0, ge=0)  # 0 = one per available CPU
+    cpus_per_worker: float = Field(default=1.0, gt=0.0)
+    seed: int = 13
+
+
+class AugmentConfig(_Section):
+    """Cross-lingual (Korean<->English) augmentation."""
+
+    dictionaries: list[str] = Field(default_factory=list)  # extra dictionary files (TSV / synonym JSON)
+    use_shared_glossaries: bool = False  # merge ../shared/data/bilingual glossaries when present
+    max_variants_per_query: int = Field(default=3, ge=0)
+    parallel_text: list[str] = Field(default_factory=list)  # sentence-pair files for the cross-lingual loss
+    seed: int = 13
+
+
+class ModelConfig(_Section):
+    """The sparse encoder and its backbone."""
+
+    backbone: str = "local-small"  # "local-small" builds one from data; else a HF name or local path
+    vocab_size: int = Field(default=8000, ge=100)
+    hidden_size: int = Field(default=128, ge=16)
+    num_layers: int = Field(default=2, ge=1)
+    num_heads: int = Field(default=2, ge=1)
+    intermediate_size: int = Field(default=512, ge=16)
+    max_query_length: int = Field(default=32, ge=4)
+    max_doc_length: int = Field(default=128, ge=8)
+    lexical_prior: float = Field(default=5.0, ge=0.0)  # added to each token's own output logit (bag-of-words prior)
+    query_mode: Literal["encoder", "inference_free"] = "encoder"
+    top_k_terms: int | None = Field(default=None, ge=1)  # inference-time pruning
+    threshold: float = Field(default=0.0, ge=0.0)
+    mlm_warmup_steps: int = Field(default=0, ge=0)  # optional masked-LM warm start of a local backbone
+
+
+class LossConfig(_Section):
+    """total = alpha * ranking + beta * cross_lingual + gamma * sparsity (+ delta * distillation)."""
+
+    ranking: Literal["infonce", "margin"] = "infonce"
+    alpha: float = Field(default=1.0, ge=0.0)
+    beta: float = Field(default=0.1, ge=0.0)
+    gamma_query: float = Field(default=3e-3, ge=0.0)
+    gamma_doc: float = Field(default=1e-3, ge=0.0)
+    sparsity: Literal["flops", "l1"] = "flops"
+    sparsity_warmup_fraction: float = Field(default=0.5, ge=0.0, le=1.0)
+    delta: float = Field(default=0.0, ge=0.0)  # distillation weight (0 = off)
+    distillation: Literal["margin_mse", "kl"] = "margin_mse"
+    temperature: float = Field(default=1.0, gt=0.0)
+    margin: float = Field(default=1.0, ge=0.0)
+
+
+class DeepSpeedConfig(_Section):
+    enabled: bool = True
+    zero_stage: int = Field(default=2, ge=0, le=3)
+    precision: Literal["bf16", "fp16", "fp32"] = "bf16"
+    offload_optimizer: bool = False
+
+
+class TrainConfig(_Section):
+    num_workers: int = Field(default=1, ge=1)
+    use_gpu: bool = False
+    cpus_per_worker: float = Field(default=1.0, gt=0.0)
+    batch_size: int = Field(default=16, ge=1)  # per worker
+    gradient_accumulation_steps: int = Field(default=1, ge=1)
+    max_steps: int = Field(default=200, ge=1)
+    lr: float = Field(default=3e-4, gt=0.0)
+    weight_decay: float = Field(default=0.01, ge=0.0)
+    warmup_fraction: float = Field(default=0.1, ge=0.0, le=1.0)
+    max_grad_norm: float = Field(default=1.0, gt=0.0)
+    negatives_per_query: int = Field(default=1, ge=0)
+    eval_every: int = Field(default=50, ge=1)
+    checkpoint_every: int = Field(default=100, ge=1)
+    early_stopping_patience: int | None = Field(default=None, ge=1)
+    max_failures: int = Field(default=1, ge=0)
+    deepspeed: DeepSpeedConfig = Field(default_factory=DeepSpeedConfig)
+    seed: int = 13
+
+
+class EvalConfig(_Section):
+    k: int = Field(default=10, ge=1)
+    recall_k: int = Field(default=100, ge=1)
+    bm25_analyzer: Literal["kiwi", "bigram"] = "kiwi"
+    batch_size: int = Field(default=32, ge=1)
+
+
+class TuneConfig(_Section):
+    search_space: str = "tuning/loss_weights.yaml"
+    num_samples: int = Field(default=4, ge=1)
+    max_concurrent_trials: int = Field(default=1, ge=1)
+    scheduler: Literal["asha", "fifo"] = "asha"
+    search_alg: Literal["optuna", "random"] = "optuna"
+    flops_budget: float | None = Field(default=None, gt=0.0)
+    metric: str = "ndcg@10"
+
+
+class ExportConfig(_Section):
+    formats: list[Literal["torchscript", "onnx", "opensearch", "hf"]] = Field(
+        default_factory=lambda: ["torchscript", "onnx", "opensearch"]
+    )
+    opset: int = Field(default=17, ge=11)
+    parity_tolerance: float = Field(default=1e-4, gt=0.0)
+
+
+class OpenSearchConfig(_Section):
+    url: str = "http://127.0.0.1:9200"
+    index: str = "raysparse"
+    username: str | None = None
+    password: str | None = None
+    verify_certs: bool = True
+    aws_region: str | None = None  # set to sign requests with AWS SigV4
+    bulk_batch_size: int = Field(default=500, ge=1)
+    max_retries: int = Field(default=5, ge=0)
+
+
+class RayConfig(_Section):
+    address: str | None = None  # None = local (or RAY_ADDRESS); "auto" = an existing cluster
+    storage_path: str = "runs"  # RunConfig storage (local dir, s3://, gs://, NFS)
+
+
+class RaySparseConfig(_Section):
+    """The root configuration; every section has defaults that run offline on a laptop."""
+
+    name: str = "raysparse"
+    output_dir: str = "outputs/default"
+    data: DataConfig = Field(default_factory=DataConfig)
+    mining: MiningConfig = Field(default_factory=MiningConfig)
+    augment: AugmentConfig = Field(default_factory=AugmentConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    loss: LossConfig = Field(default_factory=LossConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    eval: EvalConfig = Field(default_factory=EvalConfig)
+    tune: TuneConfig = Field(default_factory=TuneConfig)
+    export: ExportConfig = Field(default_factory=ExportConfig)
+    opensearch: OpenSearchConfig = Field(default_factory=OpenSearchConfig)
+    ray: RayConfig = Field(default_factory=RayConfig)
+
+    @model_validator(mode="after")
+    def _check_cross_section(self) -> RaySparseConfig:
+        if self.mining.analyzer == "hf" and not self.mining.hf_tokenizer:
+            raise ValueError("mining.hf_tokenizer must be set when mining.analyzer is 'hf'")
+        if self.data.format != "sample" and not self.data.path:
+            raise ValueError(f"data.path is required when data.format is '{self.data.format}'")
+        return self
+
+
+def _parse_scalar(text: str) -> Any:
+    """Parse an override value with YAML rules (``3e-4`` -> float, ``true`` -> bool, ``[a,b]`` -> list)."""
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+
+
+def apply_override(tree: dict[str, Any], override: str) -> None:
+    """Apply one ``dotted.key=value`` override to a nested dict in place."""
+    if "=" not in override:
+        raise ConfigError(f"override {override!r} is not of the form key.path=value")
+    key, _, raw = override.partition("=")
+    parts = [p for p in key.strip().split(".") if p]
+    if not parts:
+        raise ConfigError(f"override {override!r} has an empty key")
+    node = tree
+    for part in parts[:-1]:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"override {override!r}: '{part}' is a value, not a section")
+        node = child
+    node[parts[-1]] = _parse_scalar(raw)
+
+
+def _format_validation_error(err: ValidationError, source: str) -> str:
+    lines = [f"invalid configuration ({source}):"]
+    for item in err.errors():
+        key = ".".join(str(p) for p in item["loc"]) or "<root>"
+        lines.append(f"  {key}: {item['msg']}" + (f" (got {item['input']!r})" if "input" in item else ""))
+    return "\n".join(lines)
+
+
+def config_from_dict(tree: dict[str, Any], source: str = "<dict>") -> RaySparseConfig:
+    try:
+        return RaySparseConfig.model_validate(tree)
+    except ValidationError as err:
+        raise ConfigError(_format_validation_error(err, source)) from None
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> RaySparseConfig:
+    """Load a YAML config (or the defaults when ``path`` is None) and apply ``key=value`` overrides."""
+    tree: dict[str, Any] = {}
+    source = "defaults"
+    if path is not None:
+        source = str(path)
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"config file not found: {p}")
+        try:
+            loaded = yaml.safe_load(p.read_text(encoding="utf-8"))
+        except yaml.YAMLError as err:
+            raise ConfigError(f"{p}: not valid YAML: {err}") from None
+        if loaded is None:
+            loaded = {}
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{p}: the top level must be a mapping of sections, got {type(loaded).__name__}")
+        tree = loaded
+    for override in overrides or []:
+        apply_override(tree, override)
+    if overrides:
+        source += " + overrides " + " ".join(overrides)
+    return config_from_dict(tree, source)
+
+
+def dump_config(cfg: RaySparseConfig, path: str | Path) -> None:
+    """Write the fully resolved configuration (every default spelled out) next to a run's outputs."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False, allow_unicode=True))
