@@ -38,12 +38,24 @@ def shared_data() -> Path:
     return SHARED_DATA
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture
 def ray_local():
-    """One real local Ray instance for the whole session (2 CPUs, like CI)."""
+    """A real local Ray instance (2 CPUs, like CI), shared by the tests that need one.
+
+    Tests that need their own cluster (ray.cluster_utils.Cluster, ``ray start --head``) call ``ray.shutdown()``
+    first and last; the next test asking for ``ray_local`` then starts a fresh local instance.
+    """
     import ray
 
     if not ray.is_initialized():
         ray.init(num_cpus=2, include_dashboard=False, ignore_reinit_error=True, log_to_driver=False)
-    yield ray
-    ray.shutdown()
+    return ray
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _shutdown_ray_at_end():
+    yield
+    import sys
+
+    if "ray" in sys.modules:
+        sys.modules["ray"].shutdown()
