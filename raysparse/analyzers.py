@@ -25,7 +25,24 @@ _WORD = re.compile(r"\w+", re.UNICODE)
 
 # Kiwi part-of-speech tags kept as index terms: nouns, verb/adjective stems, roots, foreign words, hanja, numbers.
 KIWI_CONTENT_TAGS = frozenset(
-    {"NNG", "NNP", "NNB", "NR", "NP", "VV", "VA", "XR", "SL", "SH", "SN", "MAG", "VV-R", "VA-R", "VV-I", "VA-I"}
+    {
+        "NNG",
+        "NNP",
+        "NNB",
+        "NR",
+        "NP",
+        "VV",
+        "VA",
+        "XR",
+        "SL",
+        "SH",
+        "SN",
+        "MAG",
+        "VV-R",
+        "VA-R",
+        "VV-I",
+        "VA-I",
+    }
 )
 
 

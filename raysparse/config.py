@@ -87,7 +87,9 @@ class ModelConfig(_Section):
     intermediate_size: int = Field(default=512, ge=16)
     max_query_length: int = Field(default=32, ge=4)
     max_doc_length: int = Field(default=128, ge=8)
-    lexical_prior: float = Field(default=5.0, ge=0.0)  # added to each token's own output logit (bag-of-words prior)
+    lexical_prior: float = Field(
+        default=5.0, ge=0.0
+    )  # added to each token's own output logit (bag-of-words prior)
     query_mode: Literal["encoder", "inference_free"] = "encoder"
     top_k_terms: int | None = Field(default=None, ge=1)  # inference-time pruning
     threshold: float = Field(default=0.0, ge=0.0)
@@ -260,7 +262,9 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         if loaded is None:
             loaded = {}
         if not isinstance(loaded, dict):
-            raise ConfigError(f"{p}: the top level must be a mapping of sections, got {type(loaded).__name__}")
+            raise ConfigError(
+                f"{p}: the top level must be a mapping of sections, got {type(loaded).__name__}"
+            )
         tree = loaded
     for override in overrides or []:
         apply_override(tree, override)

@@ -47,8 +47,12 @@ TRIPLES = pa.schema(
         pa.field("positive_scores", pa.list_(pa.float32()), nullable=False),  # BM25 score of each positive
         pa.field("negative_ids", pa.list_(pa.string()), nullable=False),
         pa.field("negative_texts", pa.list_(pa.string()), nullable=False),
-        pa.field("negative_scores", pa.list_(pa.float32()), nullable=False),  # BM25 score (random: its score too)
-        pa.field("negative_ranks", pa.list_(pa.int32()), nullable=False),  # 1-based BM25 rank, -1 if not retrieved
+        pa.field(
+            "negative_scores", pa.list_(pa.float32()), nullable=False
+        ),  # BM25 score (random: its score too)
+        pa.field(
+            "negative_ranks", pa.list_(pa.int32()), nullable=False
+        ),  # 1-based BM25 rank, -1 if not retrieved
         pa.field("negative_kinds", pa.list_(pa.string()), nullable=False),  # "hard" or "random"
     ]
 )
@@ -95,7 +99,9 @@ class ReadReport:
 
     def __str__(self) -> str:
         detail = ", ".join(f"{n} {reason}" for reason, n in sorted(self.skipped.items()))
-        return f"{self.source}: read {self.read}, skipped {self.num_skipped}" + (f" ({detail})" if detail else "")
+        return f"{self.source}: read {self.read}, skipped {self.num_skipped}" + (
+            f" ({detail})" if detail else ""
+        )
 
 
 @dataclass
@@ -113,6 +119,4 @@ class RetrievalData:
         self.qrels = self.qrels.cast(QRELS) if self.qrels.schema != QRELS else self.qrels
 
     def summary(self) -> str:
-        return (
-            f"{self.corpus.num_rows} documents, {self.queries.num_rows} queries, {self.qrels.num_rows} judgements"
-        )
+        return f"{self.corpus.num_rows} documents, {self.queries.num_rows} queries, {self.qrels.num_rows} judgements"

@@ -10,14 +10,20 @@ from raysparse.config import ConfigError, RaySparseConfig, apply_override, dump_
 def test_defaults_validate():
     cfg = load_config()
     assert isinstance(cfg, RaySparseConfig)
-    assert cfg.mining.top_k == 100 and cfg.mining.num_hard_negatives == 10 and cfg.mining.num_random_negatives == 5
+    assert (
+        cfg.mining.top_k == 100
+        and cfg.mining.num_hard_negatives == 10
+        and cfg.mining.num_random_negatives == 5
+    )
     assert cfg.data.format == "sample"
 
 
 def test_yaml_and_overrides(tmp_path):
     path = tmp_path / "c.yaml"
     path.write_text("mining:\n  analyzer: kiwi\n  top_k: 50\ntrain:\n  lr: 1.0e-3\n")
-    cfg = load_config(path, ["mining.top_k=20", "train.deepspeed.zero_stage=3", "augment.dictionaries=[a.tsv, b.json]"])
+    cfg = load_config(
+        path, ["mining.top_k=20", "train.deepspeed.zero_stage=3", "augment.dictionaries=[a.tsv, b.json]"]
+    )
     assert cfg.mining.analyzer == "kiwi"
     assert cfg.mining.top_k == 20
     assert cfg.train.lr == pytest.approx(1e-3)
@@ -42,7 +48,7 @@ def test_bad_value_is_named():
 def test_cross_section_rules():
     with pytest.raises(ConfigError, match="hf_tokenizer"):
         load_config(None, ["mining.analyzer=hf"])
-    with pytest.raises(ConfigError, match="data.path"):
+    with pytest.raises(ConfigError, match=r"data\.path"):
         load_config(None, ["data.format=beir"])
 
 
@@ -61,7 +67,7 @@ def test_malformed_files(tmp_path):
 
 def test_override_syntax():
     tree: dict = {"mining": 3}
-    with pytest.raises(ConfigError, match="key.path=value"):
+    with pytest.raises(ConfigError, match=r"key\.path=value"):
         apply_override(tree, "mining.top_k")
     with pytest.raises(ConfigError, match="is a value"):
         apply_override(tree, "mining.top_k=3")

@@ -34,7 +34,9 @@ Run `raysparse COMMAND --help` for the options of one stage."""
 
 def add_config_args(parser: argparse.ArgumentParser) -> None:
     """The two options every stage shares: a YAML config and dotted overrides."""
-    parser.add_argument("--config", metavar="FILE", help="YAML configuration (defaults run offline when omitted)")
+    parser.add_argument(
+        "--config", metavar="FILE", help="YAML configuration (defaults run offline when omitted)"
+    )
     parser.add_argument(
         "--set",
         dest="overrides",
@@ -49,7 +51,9 @@ def config_from_args(args: argparse.Namespace, extra_overrides: list[str] | None
     """Load the configuration named by ``--config`` with ``--set`` and command-specific overrides applied."""
     from raysparse.config import load_config
 
-    return load_config(getattr(args, "config", None), [*(extra_overrides or []), *getattr(args, "overrides", [])])
+    return load_config(
+        getattr(args, "config", None), [*(extra_overrides or []), *getattr(args, "overrides", [])]
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
