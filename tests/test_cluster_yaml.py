@@ -1,0 +1,40 @@
+"""cluster.yaml is validated offline against Ray's own ray-schema.json (prepare_config then validate_config)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _prepared(cfg: dict) -> dict:
+    from ray.autoscaler._private.util import prepare_config, validate_config
+
+    prepared = prepare_config(cfg)
+    validate_config(prepared)
+    return prepared
+
+
+def test_cluster_yaml_validates_against_ray_schema():
+    cfg = yaml.safe_load((ROOT / "cluster.yaml").read_text())
+    prepared = _prepared(cfg)
+    types = prepared["available_node_types"]
+    assert set(types) == {"head", "cpu_worker", "gpu_worker"}
+    # autoscaling bounds and placement resources the jobs rely on
+    assert types["gpu_worker"]["min_workers"] == 0 and types["gpu_worker"]["max_workers"] >= 1
+    assert "cpu_pool" in types["cpu_worker"]["resources"]
+    assert prepared["idle_timeout_minutes"] > 0
+    assert any("scripts/install.sh" in c for c in prepared["setup_commands"])
+
+
+def test_schema_rejects_a_broken_cluster_yaml():
+    """The validation is real: a misspelled key fails against the schema."""
+    import jsonschema
+
+    cfg = yaml.safe_load((ROOT / "cluster.yaml").read_text())
+    cfg["available_node_types"]["gpu_worker"]["max_wrokers"] = 4
+    with pytest.raises((jsonschema.ValidationError, ValueError)):
+        _prepared(cfg)
