@@ -19,9 +19,10 @@ DESCRIPTION = """\
 raysparse trains Korean-English neural sparse (SPLADE-style) retrieval encoders on Ray and ships them into OpenSearch.
 
 Pipeline, one subcommand per stage:
+  run        the main job: all stages below in order, resumable (what jobs/train.py runs)
   mine       BM25 hard-negative mining (bm25s + Kiwi / char bigrams) on Ray Data
   augment    Korean<->English code-switched queries and term/sentence pairs for the cross-lingual loss
-  train      DeepSpeed training of the sparse encoder on Ray Train (the main job)
+  train      DeepSpeed training of the sparse encoder on Ray Train
   evaluate   nDCG@10 / MRR@10 / recall@100 against BM25 on any BEIR-layout directory
   tune       Ray Tune sweeps of the loss weights alpha/beta/gamma
   export     TorchScript, ONNX and OpenSearch model bundles

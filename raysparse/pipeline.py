@@ -1,0 +1,278 @@
+"""The main job: data -> backbone -> mining -> augmentation -> training -> evaluation, with resumable stages.
+
+Each stage writes into its own folder under ``cfg.output_dir`` together with a ``_stage.json`` holding a content
+hash of everything that determines its output (its config section, the hashes of the stages it reads, the input
+files). Re-running the pipeline skips a stage whose hash matches, so a crash in training does not redo mining, and
+changing ``train.lr`` re-runs only training and evaluation.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from raysparse.config import RaySparseConfig, dump_config
+from raysparse.schemas import RetrievalData
+
+log = logging.getLogger(__name__)
+
+STAGES = ("data", "backbone", "mine", "augment", "train", "evaluate")
+
+
+@dataclass
+class StageResult:
+    name: str
+    key: str
+    out_dir: Path
+    skipped: bool
+    seconds: float
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class PipelineResult:
+    stages: list[StageResult]
+    model_metrics: dict[str, float] | None
+    bm25_metrics: dict[str, float] | None
+    results_path: Path | None
+
+
+def fingerprint(obj: Any) -> str:
+    """A stable content hash of a JSON-able object (config sections, upstream keys, file digests)."""
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def file_digest(path: str | Path) -> str:
+    """sha256 of a file, or of every file under a directory (names and contents)."""
+    p = Path(path)
+    h = hashlib.sha256()
+    files = sorted(x for x in p.rglob("*") if x.is_file()) if p.is_dir() else [p]
+    for f in files:
+        h.update(str(f.relative_to(p) if p.is_dir() else f.name).encode())
+        with open(f, "rb") as fh:
+            for chunk in iter(lambda fh=fh: fh.read(1 << 20), b""):
+                h.update(chunk)
+    return h.hexdigest()[:16]
+
+
+def run_stage(
+    name: str, key_obj: Any, out_dir: Path, fn: Callable[[Path], dict[str, Any]], force: bool = False
+) -> StageResult:
+    """Run ``fn(out_dir)`` unless ``out_dir/_stage.json`` records the same key (then reuse its info)."""
+    key = fingerprint(key_obj)
+    marker = out_dir / "_stage.json"
+    if not force and marker.is_file():
+        recorded = json.loads(marker.read_text())
+        if recorded.get("key") == key:
+            log.info("stage %s: up to date (%s), skipped", name, key)
+            return StageResult(name, key, out_dir, True, 0.0, recorded.get("info", {}))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    info = fn(out_dir) or {}
+    seconds = time.perf_counter() - start
+    marker.write_text(
+        json.dumps({"key": key, "seconds": round(seconds, 2), "info": info}, indent=2, default=str)
+    )
+    return StageResult(name, key, out_dir, False, seconds, info)
+
+
+def split_queries(data: RetrievalData, dev_fraction: float, seed: int) -> tuple[RetrievalData, RetrievalData]:
+    """Hold out a deterministic fraction of the queries (by a hash of the id) for validation; the corpus is shared."""
+    ids = data.queries.column("query_id").to_pylist()
+    dev_ids = {
+        qid
+        for qid in ids
+        if int(hashlib.sha256(f"{seed}:{qid}".encode()).hexdigest()[:8], 16) / 0xFFFFFFFF < dev_fraction
+    }
+    if not dev_ids and ids and dev_fraction > 0:
+        dev_ids = {sorted(ids)[0]}
+    dev_set = pa.array(sorted(dev_ids), pa.string())
+
+    def subset(table: pa.Table, keep_dev: bool) -> pa.Table:
+        mask = pc.is_in(table.column("query_id"), value_set=dev_set)
+        return table.filter(mask if keep_dev else pc.invert(mask))
+
+    train = RetrievalData(data.corpus, subset(data.queries, False), subset(data.qrels, False), data.reports)
+    dev = RetrievalData(data.corpus, subset(data.queries, True), subset(data.qrels, True), data.reports)
+    return train, dev
+
+
+def format_results(model: dict[str, float], bm25: dict[str, float], bm25_name: str) -> str:
+    """A Markdown table of the model next to BM25 on the same dev set."""
+    keys = [
+        "ndcg@10",
+        "mrr@10",
+        "recall@100",
+        "precision@10",
+        "avg_query_terms",
+        "avg_doc_terms",
+        "flops",
+        "num_queries",
+    ]
+    lines = [f"| metric | raysparse | {bm25_name} | ratio |", "|---|---|---|---|"]
+    for k in keys:
+        if k not in model and k not in bm25:
+            continue
+        m, b = model.get(k), bm25.get(k)
+        ratio = f"{m / b:.2f}" if isinstance(m, int | float) and isinstance(b, int | float) and b else "–"
+        fmt = (lambda v: f"{v:.4f}" if isinstance(v, float) else str(v)) if k != "num_queries" else str
+        lines.append(
+            f"| {k} | {fmt(m) if m is not None else '–'} | {fmt(b) if b is not None else '–'} | {ratio} |"
+        )
+    return "\n".join(lines)
+
+
+def run_pipeline(cfg: RaySparseConfig, force: bool = False) -> PipelineResult:
+    """Run the whole main job described by ``cfg`` and return per-stage results and the final metrics."""
+    from raysparse.augment import BilingualDictionary, augment_triples_file, sentence_pairs_table
+    from raysparse.backbone import build_local_backbone
+    from raysparse.data import load_source, sample_bilingual
+    from raysparse.evaluate import evaluate_bm25, evaluate_model, write_metrics
+    from raysparse.mining import mine
+    from raysparse.train import run_training
+
+    out = Path(cfg.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    dump_config(cfg, out / "config.yaml")
+    results: list[StageResult] = []
+
+    # Data: read once (cheap) and fingerprint its tables so later stages re-run when the data changes.
+    data = load_source(cfg.data)
+    for report in data.reports:
+        log.info("%s", report)
+    train_data, dev_data = split_queries(data, cfg.data.dev_fraction, cfg.data.seed)
+    data_key = fingerprint([cfg.data.model_dump(), data.summary(), [str(r) for r in data.reports]])
+    log.info(
+        "data: %s (train %d / dev %d queries)",
+        data.summary(),
+        train_data.queries.num_rows,
+        dev_data.queries.num_rows,
+    )
+
+    # Bilingual resources: user dictionaries (+ the shipped sample's glossary/parallel text for the sample data).
+    bilingual_files = [*cfg.augment.dictionaries, *cfg.augment.parallel_text]
+    bilingual_key = fingerprint(
+        [cfg.augment.model_dump(), [file_digest(f) for f in bilingual_files], cfg.data.format]
+    )
+
+    def load_bilingual() -> tuple[Any, pa.Table]:
+        dictionary = BilingualDictionary.from_sources(
+            cfg.augment.dictionaries, use_shared=cfg.augment.use_shared_glossaries
+        )
+        sentences = sentence_pairs_table(cfg.augment.parallel_text)
+        if cfg.data.format == "sample":
+            sample_terms, sample_sentences = sample_bilingual()
+            dictionary.add_table(sample_terms)
+            sentences = pa.concat_tables([sentences, sample_sentences.cast(sentences.schema)])
+        return dictionary, sentences
+
+    dictionary, sentences = load_bilingual()
+
+    # Backbone: a tokenizer + small BERT built from this data when offline, else a name or path as given.
+    def build_backbone(stage_dir: Path) -> dict[str, Any]:
+        texts = data.corpus.column("text").to_pylist() + data.queries.column("text").to_pylist()
+        texts += sentences.column("ko").to_pylist() + sentences.column("en").to_pylist()
+        terms = dictionary.to_table()
+        texts += terms.column("ko").to_pylist() + terms.column("en").to_pylist()
+        path = build_local_backbone(texts, cfg.model, str(stage_dir / "model"))
+        return {"backbone_dir": path, "num_texts": len(texts)}
+
+    if cfg.model.backbone == "local-small":
+        r = run_stage(
+            "backbone",
+            [data_key, bilingual_key, cfg.model.model_dump()],
+            out / "backbone",
+            build_backbone,
+            force,
+        )
+        backbone_dir = r.info["backbone_dir"]
+    else:
+        r = StageResult("backbone", fingerprint(cfg.model.backbone), Path(cfg.model.backbone), True, 0.0, {})
+        backbone_dir = cfg.model.backbone
+    results.append(r)
+
+    # Mining: BM25 hard negatives for the training queries.
+    mine_key = [data_key, cfg.mining.model_dump()]
+    r = run_stage("mine", mine_key, out / "mined", lambda d: _as_info(mine(train_data, cfg.mining, d)), force)
+    results.append(r)
+
+    # Augmentation: code-switched query variants + term/sentence pairs for the cross-lingual loss.
+    def augment(stage_dir: Path) -> dict[str, Any]:
+        report = augment_triples_file(out / "mined", dictionary, cfg.augment, stage_dir / "triples")
+        dictionary.to_table().to_pandas().to_parquet(stage_dir / "term_pairs.parquet")
+        sentences.to_pandas().to_parquet(stage_dir / "sentence_pairs.parquet")
+        return _as_info(report)
+
+    augment_key = [r.key, bilingual_key]
+    r = run_stage("augment", augment_key, out / "augmented", augment, force)
+    results.append(r)
+
+    # Training on Ray Train + DeepSpeed.
+    def train(stage_dir: Path) -> dict[str, Any]:
+        import pyarrow.parquet as pq
+
+        result = run_training(
+            cfg,
+            triples_path=str(out / "augmented" / "triples"),
+            dev=dev_data,
+            out_dir=str(stage_dir),
+            term_pairs=pq.read_table(out / "augmented" / "term_pairs.parquet"),
+            sentence_pairs=pq.read_table(out / "augmented" / "sentence_pairs.parquet"),
+            backbone_dir=backbone_dir,
+        )
+        return {"model_dir": str(result.model_dir), "best_metrics": result.best_metrics}
+
+    train_key = [r.key, results[1].key, cfg.model.model_dump(), cfg.loss.model_dump(), cfg.train.model_dump()]
+    r = run_stage("train", train_key, out / "train", train, force)
+    results.append(r)
+    model_dir = r.info["model_dir"]
+
+    # Evaluation of the model next to BM25 on the held-out queries.
+    def evaluate(stage_dir: Path) -> dict[str, Any]:
+        model_metrics = evaluate_model(model_dir, dev_data, cfg.eval)
+        bm25_metrics = evaluate_bm25(dev_data, cfg.eval.bm25_analyzer)
+        write_metrics(model_metrics, stage_dir / "model" / "metrics.json")
+        write_metrics(bm25_metrics, stage_dir / f"bm25-{cfg.eval.bm25_analyzer}" / "metrics.json")
+        return {"model": _metrics_only(model_metrics), "bm25": _metrics_only(bm25_metrics)}
+
+    r = run_stage("evaluate", [r.key, cfg.eval.model_dump()], out / "evaluate", evaluate, force)
+    results.append(r)
+    table = format_results(r.info["model"], r.info["bm25"], f"BM25-{cfg.eval.bm25_analyzer}")
+    results_path = out / "results.md"
+    results_path.write_text(
+        f"# {cfg.name}: dev results ({dev_data.queries.num_rows} held-out queries, {data.corpus.num_rows} documents)\n\n"
+        f"{table}\n\nStages: "
+        + ", ".join(f"{s.name} {'cached' if s.skipped else f'{s.seconds:.0f}s'}" for s in results)
+        + "\n"
+    )
+    return PipelineResult(results, r.info["model"], r.info["bm25"], results_path)
+
+
+def _metrics_only(metrics: Any) -> dict[str, float]:
+    if hasattr(metrics, "metrics"):
+        metrics = metrics.metrics
+    return {k: v for k, v in dict(metrics).items() if isinstance(v, int | float)}
+
+
+def _as_info(report: Any) -> dict[str, Any]:
+    """Stage reports (dataclasses or dicts) as JSON-able info for ``_stage.json``."""
+    if report is None:
+        return {}
+    if isinstance(report, dict):
+        return report
+    if hasattr(report, "to_dict"):
+        return report.to_dict()
+    if hasattr(report, "__dataclass_fields__"):
+        from dataclasses import asdict
+
+        return asdict(report)
+    return {"report": str(report)}
