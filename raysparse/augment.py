@@ -216,6 +216,9 @@ class BilingualDictionary:
 
     def __init__(self) -> None:
         self._pairs: dict[tuple[str, str], dict[str, Any]] = {}
+        # Best score per (lookup key, sense): lookups list senses by it, first-seen order breaking ties.
+        self._ko_score: dict[tuple[str, str], float] = {}
+        self._en_score: dict[tuple[str, str], float] = {}
         self._ko: dict[str, list[str]] = {}
         self._en: dict[str, list[str]] = {}
         self.reports: list[ReadReport] = []
@@ -225,17 +228,24 @@ class BilingualDictionary:
         """Add one already-normalised pair; returns False when it was already present (provenance is merged)."""
         key = (ko, en)
         entry = self._pairs.get(key)
-        if entry is not None:
-            if source not in entry["sources"]:
-                entry["sources"].append(source)
-            entry["score"] = max(entry["score"], score)
-            return False
-        self._pairs[key] = {"sources": [source], "score": float(score)}
-        self._ko.setdefault(_ko_key(ko), []).append(en)
-        self._en.setdefault(_en_key(en), []).append(ko)
-        return True
+        is_new = entry is None
+        if entry is None:
+            entry = self._pairs[key] = {"sources": [source], "score": float(score)}
+        elif source not in entry["sources"]:
+            entry["sources"].append(source)
+        entry["score"] = max(entry["score"], float(score))
+        for index, scores, lookup_key, sense in (
+            (self._ko, self._ko_score, _ko_key(ko), en),
+            (self._en, self._en_score, _en_key(en), ko),
+        ):
+            senses = index.setdefault(lookup_key, [])
+            if sense not in senses:
+                senses.append(sense)
+            scores[(lookup_key, sense)] = max(scores.get((lookup_key, sense), 0.0), float(score))
+            senses.sort(key=lambda s, k=lookup_key, sc=scores: -sc[(k, s)])  # stable: ties keep file order
+        return is_new
 
-    def add_raw(self, ko: str, en: str, source: str, report: ReadReport) -> int:
+    def add_raw(self, ko: str, en: str, source: str, report: ReadReport, score: float = 1.0) -> int:
         """Normalise a raw (Korean, English gloss) record and add every sense; returns the pairs added."""
         headword, aliases = normalize_ko(ko)
         senses, skipped = normalize_en_senses(en)
@@ -250,7 +260,7 @@ class BilingualDictionary:
         added = 0
         for ko_term in [headword, *aliases]:
             for sense in senses:
-                added += self.add(ko_term, sense, source)
+                added += self.add(ko_term, sense, source, score)
         report.read += 1
         return added
 
@@ -262,7 +272,8 @@ class BilingualDictionary:
             ko, en = row.get("ko"), row.get("en")
             if not isinstance(ko, str) or not isinstance(en, str):
                 raise DictionaryFormatError(f"term-pairs table row {i}: fields 'ko' and 'en' must be strings")
-            self.add_raw(ko, en, row.get("source") or "table", report)
+            score = row.get("score")
+            self.add_raw(ko, en, row.get("source") or "table", report, 1.0 if score is None else float(score))
         self.reports.append(report)
 
     def add_file(self, path: str | Path) -> ReadReport:
@@ -310,6 +321,7 @@ class BilingualDictionary:
         with path.open(encoding="utf-8-sig") as fh:
             lines = fh.read().splitlines()
         ko_col, en_col, first = _tsv_layout(path, lines)
+        level_col = _level_column(lines[first - 1]) if first > 0 else None
         for lineno in range(first, len(lines)):
             line = lines[lineno]
             if not line.strip() or line.lstrip().startswith("#"):
@@ -327,7 +339,8 @@ class BilingualDictionary:
             if not ko or not en:
                 report.skip("empty korean or english field")
                 continue
-            self.add_raw(ko, en, path.name, report)
+            level = cols[level_col].strip().upper() if level_col is not None and level_col < len(cols) else ""
+            self.add_raw(ko, en, path.name, report, LEVEL_SCORES.get(level, 1.0))
         return report
 
     def _add_json(self, path: Path) -> ReadReport:
@@ -444,6 +457,16 @@ class BilingualDictionary:
         except json.JSONDecodeError as err:
             raise DictionaryFormatError(f"{path}:{err.lineno}:{err.colno}: invalid JSON: {err.msg}") from None
         return cls.from_state(state, str(path))
+
+
+# Kengdic's "level" column (A = most basic vocabulary ... D): homographs are ranked by it, so 의사 reads "doctor"
+# (A) before "intention" (C) and 성 "family name" (B) before "sex" (C).
+LEVEL_SCORES = {"A": 1.0, "B": 0.9, "C": 0.8, "D": 0.7}
+
+
+def _level_column(header_line: str) -> int | None:
+    header = [c.strip().lower() for c in header_line.split("\t")]
+    return header.index("level") if "level" in header else None
 
 
 _KO_HEADERS = ("korean", "ko", "kor", "한국어")
@@ -698,6 +721,9 @@ def find_switch_spans(query: str, tokens: Sequence[Any], dictionary: BilingualDi
             i += 1
             continue
         n, start, end, surface, replacement = matched
+        if kind == "ko" and i + n < n_tok and _blocks_switch(tokens[i + n], end):
+            i += n
+            continue
         direction: Literal["ko->en", "en->ko"] = "ko->en" if kind == "ko" else "en->ko"
         p_start = p_end = -1
         particle = ""
@@ -714,6 +740,12 @@ def find_switch_spans(query: str, tokens: Sequence[Any], dictionary: BilingualDi
         spans.append(SwitchSpan(start, end, surface, replacement, direction, p_start, p_end, particle))
         i += n
     return spans
+
+
+def _blocks_switch(nxt: Any, end: int) -> bool:
+    """A noun glued to 적 or an adjective suffix (예방적인, 성적으로, 행복한) is not switched: "prevention적인"
+    is not how anyone writes. 하다 verbs (검색하다 -> search하다) and plural 들 (doctor들) are."""
+    return nxt.start == end and (nxt.tag.startswith("XSA") or (nxt.tag == "XSN" and nxt.form == "적"))
 
 
 def apply_switches(query: str, spans: Sequence[SwitchSpan]) -> str:
