@@ -135,6 +135,7 @@ class TrainConfig(_Section):
     checkpoint_every: int = Field(default=100, ge=1)
     early_stopping_patience: int | None = Field(default=None, ge=1)
     max_failures: int = Field(default=1, ge=0)
+    keep_checkpoints: int | None = Field(default=3, ge=1)  # None keeps every checkpoint
     deepspeed: DeepSpeedConfig = Field(default_factory=DeepSpeedConfig)
     seed: int = 13
 

@@ -1,0 +1,1114 @@
+"""Training of the sparse encoder: one step function, run in one process or by Ray Train with DeepSpeed.
+
+The pieces, in the order a step uses them:
+
+* :func:`load_triples` / :func:`load_pairs` read mining output (:data:`~raysparse.schemas.TRIPLES`) and the
+  optional Korean-English term/sentence pairs, counting every skipped row in a :class:`ReadReport`.
+* :func:`sample_rows` decides which rows a worker sees at a given micro-step. The order is a pure function of
+  ``(seed, epoch, micro_step, rank)``, so a run resumed from a checkpoint at step ``s`` sees exactly the batches an
+  uninterrupted run would have seen from ``s`` on (no data loader state to save).
+* :class:`Collator` tokenises query / one positive / ``negatives_per_query`` negatives with dynamic padding and
+  carries the BM25 scores of the chosen documents as teacher scores for distillation.
+* :func:`deepspeed_config` turns :class:`~raysparse.config.TrainConfig` into DeepSpeed's JSON.
+* :func:`train_loop_per_worker` is the loop :class:`ray.train.torch.TorchTrainer` runs on every worker; the same
+  loop runs without Ray in :func:`train_single_process` (unit tests, GPU benchmarks).
+* :func:`run_training` is what the pipeline and Tune call: it starts the TorchTrainer, then consolidates the best
+  checkpoint into an fp32 Hugging Face layout model (``out_dir/model``).
+
+Resume: Ray Train V2 (the default in ray 2.60) rejects ``TorchTrainer(resume_from_checkpoint=...)``; the loop reads
+``ray.train.get_checkpoint()`` instead, which is set after a worker-failure restart and when a run is started again
+with the same ``RunConfig(name, storage_path)``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import json
+import logging
+import math
+import os
+import shutil
+import socket
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from raysparse.config import RaySparseConfig, TrainConfig, config_from_dict
+from raysparse.schemas import ReadReport, RetrievalData
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
+
+log = logging.getLogger(__name__)
+
+DS_TAG = (
+    "ds"  # DeepSpeed checkpoint tag inside every checkpoint directory (fixed: one checkpoint per directory)
+)
+TORCH_STATE_FILE = "torch_state.pt"  # DDP fallback checkpoint (rank 0 only: DDP replicas are identical)
+TRAINER_STATE_FILE = (
+    "trainer_state.json"  # step, best metric, patience: human-readable and backend-independent
+)
+HF_SUBDIR = "model"  # Hugging Face layout model saved by rank 0 next to the DeepSpeed files
+VAL_METRIC = "val/ndcg@10"
+
+TRIPLE_FIELDS = ("query", "positive_texts", "positive_scores", "negative_texts", "negative_scores")
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Data
+# ----------------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class TrainingExamples:
+    """Mining output in plain lists (one entry per query), ready for deterministic sampling."""
+
+    queries: list[str]
+    positives: list[list[str]]
+    positive_scores: list[list[float]]
+    negatives: list[list[str]]
+    negative_scores: list[list[float]]
+    report: ReadReport
+
+    def __len__(self) -> int:
+        return len(self.queries)
+
+    def texts(self) -> list[str]:
+        """Every query and document text (e.g. to train a local tokenizer on)."""
+        out = list(self.queries)
+        for docs in (*self.positives, *self.negatives):
+            out.extend(docs)
+        return out
+
+
+def _read_table(source: str | Path | pa.Table, what: str) -> tuple[pa.Table, str]:
+    if isinstance(source, pa.Table):
+        return source, f"<{what} table>"
+    path = Path(source) if "://" not in str(source) else source
+    if isinstance(path, Path) and not path.exists():
+        raise FileNotFoundError(f"{what}: {path} does not exist")
+    try:
+        return pq.read_table(str(path)), str(path)
+    except (pa.ArrowInvalid, OSError) as err:
+        raise ValueError(f"{what}: {path} is not readable Parquet: {err}") from None
+
+
+def load_triples(source: str | Path | pa.Table, negatives_per_query: int = 1) -> TrainingExamples:
+    """Read mining output (a Parquet file, a directory of them, or a table in :data:`TRIPLES` shape).
+
+    Rows that cannot train are skipped and counted (empty query, no positive, no negative when negatives are
+    required); malformed rows (score lists that do not match their texts, null texts) raise an error naming the
+    file, row and field, because they mean the producer is broken, not that the data is noisy.
+    """
+    table, name = _read_table(source, "triples")
+    missing = [f for f in TRIPLE_FIELDS if f not in table.column_names]
+    if missing:
+        raise ValueError(
+            f"triples {name}: missing field(s) {', '.join(missing)} (expected the schemas.TRIPLES columns)"
+        )
+    report = ReadReport(name)
+    ex = TrainingExamples([], [], [], [], [], report)
+    cols = {f: table.column(f).to_pylist() for f in TRIPLE_FIELDS}
+    for row in range(table.num_rows):
+        query = cols["query"][row]
+        pos, pos_s = cols["positive_texts"][row] or [], cols["positive_scores"][row] or []
+        neg, neg_s = cols["negative_texts"][row] or [], cols["negative_scores"][row] or []
+        for fname, texts, scores in (("positive", pos, pos_s), ("negative", neg, neg_s)):
+            if len(texts) != len(scores):
+                raise ValueError(
+                    f"triples {name}: row {row}, field {fname}_scores has {len(scores)} values "
+                    f"for {len(texts)} {fname}_texts"
+                )
+            if any(t is None for t in texts):
+                raise ValueError(f"triples {name}: row {row}, field {fname}_texts contains null")
+        if not query or not query.strip():
+            report.skip("empty query")
+            continue
+        if not pos:
+            report.skip("no positive")
+            continue
+        if negatives_per_query > 0 and not neg:
+            report.skip("no negative")
+            continue
+        report.read += 1
+        ex.queries.append(query)
+        ex.positives.append(list(pos))
+        ex.positive_scores.append([float(s) if s is not None else 0.0 for s in pos_s])
+        ex.negatives.append(list(neg))
+        ex.negative_scores.append([float(s) if s is not None else 0.0 for s in neg_s])
+    if not ex.queries:
+        raise ValueError(f"triples {name}: no usable rows ({report})")
+    return ex
+
+
+def load_pairs(
+    source: str | Path | pa.Table | None, what: str = "pairs"
+) -> tuple[list[tuple[str, str]], ReadReport]:
+    """Read a ``ko``/``en`` table (:data:`TERM_PAIRS` or :data:`SENTENCE_PAIRS`); empty sides are skipped and counted."""
+    if source is None:
+        return [], ReadReport(f"<no {what}>")
+    table, name = _read_table(source, what)
+    for f in ("ko", "en"):
+        if f not in table.column_names:
+            raise ValueError(f"{what} {name}: missing field {f!r} (expected columns ko, en)")
+    report = ReadReport(name)
+    pairs: list[tuple[str, str]] = []
+    for ko, en in zip(table.column("ko").to_pylist(), table.column("en").to_pylist(), strict=True):
+        if not ko or not en or not ko.strip() or not en.strip():
+            report.skip("empty side")
+            continue
+        report.read += 1
+        pairs.append((ko, en))
+    return pairs, report
+
+
+@functools.lru_cache(maxsize=4)
+def _epoch_permutation(num_rows: int, seed: int, epoch: int) -> np.ndarray:
+    return np.random.default_rng([seed, epoch]).permutation(num_rows)
+
+
+def sample_rows(
+    num_rows: int, batch_size: int, *, seed: int, micro_step: int, rank: int = 0, world_size: int = 1
+) -> list[tuple[int, int]]:
+    """``(row, epoch)`` pairs a worker trains on at ``micro_step``.
+
+    The global stream is an endless sequence of epochs, each a seeded permutation of the rows; micro-step ``m``
+    takes the global slice ``[m * B * W, (m + 1) * B * W)`` and rank ``r`` its ``r``-th block of ``B``. Deriving the
+    order from the step (not from iterator state) is what makes resume exact.
+    """
+    start = (micro_step * world_size + rank) * batch_size
+    out = []
+    for pos in range(start, start + batch_size):
+        epoch, offset = divmod(pos, num_rows)
+        out.append((int(_epoch_permutation(num_rows, seed, epoch)[offset]), epoch))
+    return out
+
+
+@dataclass
+class Collator:
+    """Tokenise a micro-batch with dynamic padding (pad to the longest sequence in the batch, not the maximum)."""
+
+    tokenizer: Any
+    max_query_length: int
+    max_doc_length: int
+    negatives_per_query: int
+    seed: int
+
+    def _tokenize(self, texts: Sequence[str], max_length: int) -> tuple[torch.Tensor, torch.Tensor]:
+        enc = self.tokenizer(
+            list(texts), padding=True, truncation=True, max_length=max_length, return_tensors="pt"
+        )
+        return enc["input_ids"], enc["attention_mask"]
+
+    def examples(self, ex: TrainingExamples, rows: Sequence[tuple[int, int]]) -> dict[str, Any]:
+        """Query, one positive and ``negatives_per_query`` negatives per row, chosen by ``(seed, epoch, row)``."""
+        import torch
+
+        queries, positives, negatives, t_pos, t_neg = [], [], [], [], []
+        k = self.negatives_per_query
+        for row, epoch in rows:
+            rng = np.random.default_rng([self.seed, epoch, row])
+            p = int(rng.integers(len(ex.positives[row])))
+            queries.append(ex.queries[row])
+            positives.append(ex.positives[row][p])
+            t_pos.append(ex.positive_scores[row][p])
+            if k:
+                n = len(ex.negatives[row])
+                chosen = rng.choice(n, size=k, replace=n < k)
+                negatives.extend(ex.negatives[row][int(i)] for i in chosen)
+                t_neg.append([ex.negative_scores[row][int(i)] for i in chosen])
+        batch: dict[str, Any] = {}
+        batch["q_ids"], batch["q_mask"] = self._tokenize(queries, self.max_query_length)
+        # positives first, then negatives row-major: one document forward per micro-step
+        batch["d_ids"], batch["d_mask"] = self._tokenize(positives + negatives, self.max_doc_length)
+        batch["num_positives"] = len(positives)
+        batch["teacher_pos"] = torch.tensor(t_pos, dtype=torch.float32)
+        batch["teacher_neg"] = torch.tensor(t_neg, dtype=torch.float32) if k else None
+        return batch
+
+    def pairs(
+        self,
+        term_pairs: Sequence[tuple[str, str]],
+        sentence_pairs: Sequence[tuple[str, str]],
+        size: int,
+        *,
+        micro_step: int,
+        rank: int,
+    ) -> dict[str, Any] | None:
+        """A batch of ``size`` ko/en pairs (half terms, half sentences when both exist), chosen by the step."""
+        if not term_pairs and not sentence_pairs:
+            return None
+        rng = np.random.default_rng([self.seed, 7, micro_step, rank])
+        chosen: list[tuple[str, str]] = []
+        sources = [s for s in (term_pairs, sentence_pairs) if s]
+        for i, src in enumerate(sources):
+            n = size // len(sources) + (1 if i < size % len(sources) else 0)
+            chosen.extend(src[int(j)] for j in rng.integers(len(src), size=n))
+        batch: dict[str, Any] = {}
+        batch["ko_ids"], batch["ko_mask"] = self._tokenize([c[0] for c in chosen], self.max_doc_length)
+        batch["en_ids"], batch["en_mask"] = self._tokenize([c[1] for c in chosen], self.max_doc_length)
+        return batch
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Optimisation: DeepSpeed config, optimizer, schedule
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def deepspeed_config(train_cfg: TrainConfig, *, on_gpu: bool | None = None) -> dict[str, Any]:
+    """DeepSpeed JSON for ``train_cfg``.
+
+    ``train_batch_size`` is left out on purpose: DeepSpeed derives it from the micro batch, the accumulation steps
+    and the world size, which is only known inside the workers. The optimizer is a torch AdamW built by us
+    (``zero_allow_untested_optimizer``): DeepSpeed's fused/CPU Adam would compile for ~40 s on every fresh CPU
+    machine. fp16 needs a GPU (DeepSpeed's CPU accelerator rejects it), so it is an error on CPU.
+    """
+    ds = train_cfg.deepspeed
+    on_gpu = train_cfg.use_gpu if on_gpu is None else on_gpu
+    if ds.precision == "fp16" and not on_gpu:
+        raise ValueError(
+            "train.deepspeed.precision=fp16 needs a GPU (DeepSpeed on CPU rejects fp16); "
+            "use bf16 or fp32 on CPU, or set train.use_gpu=true"
+        )
+    zero: dict[str, Any] = {"stage": ds.zero_stage}
+    if ds.zero_stage >= 1:
+        zero.update(overlap_comm=on_gpu, contiguous_gradients=True, reduce_scatter=True)
+    if ds.zero_stage == 3:
+        # Needed to save a Hugging Face model from rank 0 while parameters are partitioned.
+        zero["stage3_gather_16bit_weights_on_model_save"] = True
+    if ds.offload_optimizer:
+        if ds.zero_stage == 0:
+            raise ValueError("train.deepspeed.offload_optimizer needs train.deepspeed.zero_stage >= 1")
+        zero["offload_optimizer"] = {"device": "cpu", "pin_memory": bool(on_gpu)}
+    cfg: dict[str, Any] = {
+        "train_micro_batch_size_per_gpu": train_cfg.batch_size,
+        "gradient_accumulation_steps": train_cfg.gradient_accumulation_steps,
+        "gradient_clipping": train_cfg.max_grad_norm,
+        "zero_optimization": zero,
+        "bf16": {"enabled": ds.precision == "bf16"},
+        "fp16": {"enabled": ds.precision == "fp16", "initial_scale_power": 16, "loss_scale_window": 1000},
+        "zero_allow_untested_optimizer": True,
+        # with offload, keep our torch AdamW instead of forcing DeepSpeedCPUAdam (and its compile)
+        "zero_force_ds_cpu_optimizer": False,
+        "steps_per_print": 10**9,
+        "wall_clock_breakdown": False,
+    }
+    return cfg
+
+
+def lr_lambda(total_steps: int, warmup_fraction: float) -> Callable[[int], float]:
+    """Linear warm-up over ``warmup_fraction`` of the run, then linear decay to 0 (a LambdaLR multiplier)."""
+    warmup = max(1, round(total_steps * warmup_fraction)) if warmup_fraction > 0 else 0
+
+    def factor(step: int) -> float:
+        if warmup and step < warmup:
+            return (step + 1) / warmup
+        return max(0.0, (total_steps - step) / max(1, total_steps - warmup))
+
+    return factor
+
+
+def build_optimizer(model: torch.nn.Module, train_cfg: TrainConfig) -> tuple[Any, Any]:
+    """torch AdamW (no weight decay on biases and LayerNorms) and its warm-up/decay LambdaLR."""
+    import torch
+
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        (no_decay if p.ndim < 2 or "norm" in name.lower() else decay).append(p)
+    groups = [
+        {"params": decay, "weight_decay": train_cfg.weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
+    optimizer = torch.optim.AdamW([g for g in groups if g["params"]], lr=train_cfg.lr)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lr_lambda(train_cfg.max_steps, train_cfg.warmup_fraction)
+    )
+    return optimizer, scheduler
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Backends: DeepSpeed and the torch DDP fallback behind one small interface
+# ----------------------------------------------------------------------------------------------------------------
+
+
+class DeepSpeedBackend:
+    """A DeepSpeed engine; ``step()`` is called on every micro-batch (DeepSpeed knows the accumulation boundary)."""
+
+    def __init__(self, model: torch.nn.Module, train_cfg: TrainConfig, on_gpu: bool):
+        import deepspeed
+
+        logging.getLogger("DeepSpeed").setLevel(logging.WARNING)
+        optimizer, scheduler = build_optimizer(model, train_cfg)
+        self.config = deepspeed_config(train_cfg, on_gpu=on_gpu)
+        self.zero_stage = train_cfg.deepspeed.zero_stage
+        self.engine, self.optimizer, _, self.scheduler = deepspeed.initialize(
+            model=model, optimizer=optimizer, lr_scheduler=scheduler, config=self.config
+        )
+        self.module = self.engine.module
+        self.device = self.engine.device
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self.engine(*args, **kwargs)
+
+    def backward(self, loss: torch.Tensor) -> None:
+        self.engine.backward(loss)
+
+    def step(self) -> None:
+        self.engine.step()
+
+    @property
+    def lr(self) -> float:
+        return float(self.optimizer.param_groups[0]["lr"])
+
+    @contextlib.contextmanager
+    def full_parameters(self) -> Iterator[None]:
+        """Gather ZeRO-3 partitions so rank 0 can evaluate or save the whole model (collective: every rank enters)."""
+        if self.zero_stage == 3:
+            import deepspeed
+
+            with deepspeed.zero.GatheredParameters(list(self.module.parameters()), modifier_rank=None):
+                yield
+        else:
+            yield
+
+    def save(self, directory: Path) -> None:
+        self.engine.save_checkpoint(str(directory), tag=DS_TAG)
+
+    def load(self, directory: Path) -> None:
+        path, _ = self.engine.load_checkpoint(str(directory), tag=DS_TAG)
+        if path is None:
+            raise FileNotFoundError(f"no DeepSpeed checkpoint (tag {DS_TAG!r}) in {directory}")
+
+
+class TorchBackend:
+    """torch DDP (``ray.train.torch.prepare_model``) + ``torch.autocast``: the fallback when DeepSpeed is disabled."""
+
+    def __init__(self, model: torch.nn.Module, train_cfg: TrainConfig, on_gpu: bool, in_ray: bool):
+        import torch
+        import torch.distributed as dist
+
+        precision = train_cfg.deepspeed.precision
+        if precision == "fp16" and not on_gpu:
+            raise ValueError("train.deepspeed.precision=fp16 needs a GPU; use bf16 or fp32 on CPU")
+        if in_ray:
+            import ray.train.torch
+
+            self.device = ray.train.torch.get_device()
+            wrapped = ray.train.torch.prepare_model(model)
+        else:
+            self.device = torch.device("cuda" if on_gpu else "cpu")
+            model = model.to(self.device)
+            wrapped = model
+            if dist.is_initialized() and dist.get_world_size() > 1:
+                wrapped = torch.nn.parallel.DistributedDataParallel(model)
+        self.model = wrapped
+        self.module = getattr(wrapped, "module", wrapped)
+        self.optimizer, self.scheduler = build_optimizer(self.module, train_cfg)
+        self.accumulation = train_cfg.gradient_accumulation_steps
+        self.max_grad_norm = train_cfg.max_grad_norm
+        self.autocast_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
+        self.scaler = torch.amp.GradScaler("cuda") if precision == "fp16" else None
+        self._micro = 0
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        import torch
+
+        with torch.autocast(
+            self.device.type,
+            dtype=self.autocast_dtype or torch.float32,
+            enabled=self.autocast_dtype is not None,
+        ):
+            return self.model(*args, **kwargs)
+
+    def backward(self, loss: torch.Tensor) -> None:
+        loss = loss / self.accumulation
+        (self.scaler.scale(loss) if self.scaler else loss).backward()
+
+    def step(self) -> None:
+        import torch
+
+        self._micro += 1
+        if self._micro % self.accumulation:
+            return
+        if self.scaler:
+            self.scaler.unscale_(self.optimizer)
+        torch.nn.utils.clip_grad_norm_(self.module.parameters(), self.max_grad_norm)
+        if self.scaler:
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+
+    @property
+    def lr(self) -> float:
+        return float(self.optimizer.param_groups[0]["lr"])
+
+    @contextlib.contextmanager
+    def full_parameters(self) -> Iterator[None]:
+        yield
+
+    def save(self, directory: Path) -> None:
+        import torch
+        import torch.distributed as dist
+
+        if not dist.is_initialized() or dist.get_rank() == 0:
+            state = {
+                "model": self.module.state_dict(),
+                "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict(),
+            }
+            if self.scaler:
+                state["scaler"] = self.scaler.state_dict()
+            torch.save(state, Path(directory) / TORCH_STATE_FILE)
+
+    def load(self, directory: Path) -> None:
+        import torch
+
+        # weights_only: a checkpoint directory may come from shared storage; never unpickle arbitrary objects
+        state = torch.load(Path(directory) / TORCH_STATE_FILE, map_location=self.device, weights_only=True)
+        self.module.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        if self.scaler and "scaler" in state:
+            self.scaler.load_state_dict(state["scaler"])
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Validation
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def ndcg_at_k(
+    scores: np.ndarray, query_ids: Sequence[str], doc_ids: Sequence[str], qrels: pa.Table, k: int = 10
+) -> float:
+    """Mean nDCG@k of a dense (queries x docs) score matrix against graded qrels (queries without qrels skipped)."""
+    rel: dict[str, dict[str, int]] = {}
+    for q, d, s in zip(
+        qrels.column("query_id").to_pylist(),
+        qrels.column("doc_id").to_pylist(),
+        qrels.column("score").to_pylist(),
+        strict=True,
+    ):
+        if s > 0:
+            rel.setdefault(q, {})[d] = int(s)
+    values = []
+    k_eff = min(k, scores.shape[1])
+    for i, qid in enumerate(query_ids):
+        judged = rel.get(qid)
+        if not judged:
+            continue
+        top = np.argsort(-scores[i], kind="stable")[:k_eff]
+        dcg = sum((2 ** judged.get(doc_ids[j], 0) - 1) / math.log2(r + 2) for r, j in enumerate(top))
+        ideal = sorted(judged.values(), reverse=True)[:k_eff]
+        idcg = sum((2**g - 1) / math.log2(r + 2) for r, g in enumerate(ideal))
+        values.append(dcg / idcg if idcg else 0.0)
+    return float(np.mean(values)) if values else 0.0
+
+
+def evaluate_dev(model: Any, dev: RetrievalData, k: int = 10, batch_size: int = 32) -> dict[str, float]:
+    """nDCG@k of ``model`` on a (small) dev collection, by exhaustive scoring: fine for validation-sized sets."""
+    import torch
+
+    titles = dev.corpus.column("title").to_pylist()
+    texts = dev.corpus.column("text").to_pylist()
+    docs = [f"{t} {x}" if t else x for t, x in zip(titles, texts, strict=True)]
+    doc_ids = dev.corpus.column("doc_id").to_pylist()
+    query_ids = dev.queries.column("query_id").to_pylist()
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            d = _as_dense(model.encode_documents(docs, batch_size=batch_size))
+            q = _as_dense(model.encode_queries(dev.queries.column("text").to_pylist(), batch_size=batch_size))
+    finally:
+        model.train(was_training)
+    scores = (q @ d.T).numpy()
+    return {
+        f"val/ndcg@{k}": ndcg_at_k(scores, query_ids, doc_ids, dev.qrels, k),
+        "val/active_terms_query": float((q > 0).sum(1).float().mean()),
+        "val/active_terms_doc": float((d > 0).sum(1).float().mean()),
+    }
+
+
+def _as_dense(reps: Any) -> torch.Tensor:
+    import torch
+
+    if isinstance(reps, torch.Tensor):
+        return (reps.to_dense() if reps.is_sparse else reps).float().cpu()
+    return torch.as_tensor(np.asarray(reps), dtype=torch.float32)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The loop
+# ----------------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class LoopIO:
+    """What differs between Ray Train and a single process: where checkpoints come from and go to."""
+
+    rank: int
+    world_size: int
+    get_checkpoint_dir: Callable[[], contextlib.AbstractContextManager[Path | None]]
+    report: Callable[[dict[str, Any], Path | None], None]
+    in_ray: bool = False
+
+
+def _training_module(encoder: Any) -> torch.nn.Module:
+    """Wrap the encoder so queries and documents both go through ``forward`` (DeepSpeed/DDP only see ``forward``:
+    calling ``encoder.query_forward`` directly would bypass ZeRO-3's parameter gathering and DDP's gradient sync)."""
+    import torch
+
+    class QueryDocEncoder(torch.nn.Module):
+        def __init__(self, encoder: Any) -> None:
+            super().__init__()
+            self.encoder = encoder
+
+        def forward(
+            self, input_ids: torch.Tensor, attention_mask: torch.Tensor, is_query: bool = False
+        ) -> torch.Tensor:
+            if is_query:
+                return self.encoder.query_forward(input_ids, attention_mask)
+            return self.encoder(input_ids, attention_mask)
+
+    return QueryDocEncoder(encoder)
+
+
+WRAPPER_PREFIX = "encoder."  # state-dict prefix the training wrapper adds
+
+
+def _forward(backend: Any, ids: torch.Tensor, mask: torch.Tensor, *, is_query: bool) -> torch.Tensor:
+    """Run the encoder through the engine (so ZeRO hooks and DDP sync fire) and return fp32 representations."""
+    return backend(ids.to(backend.device), mask.to(backend.device), is_query=is_query).float()
+
+
+def _flops(q: torch.Tensor, d: torch.Tensor) -> float:
+    """Expected multiply-adds of a query-document dot product: sum_j P(q_j > 0) * P(d_j > 0) (SPLADE's FLOPS)."""
+    return float(((q > 0).float().mean(0) * (d > 0).float().mean(0)).sum())
+
+
+def _log_progress(path: Path | None, record: dict[str, Any]) -> None:
+    if path is None:
+        return
+    with path.open("a", encoding="utf-8") as f:
+        f.write(json.dumps(record) + "\n")
+
+
+def _maybe_fail(config: dict[str, Any], step: int, rank: int) -> None:
+    """Fault injection for resume tests: exit the worker once at ``fail_at_step`` (a marker file makes it once)."""
+    fail_at = config.get("fail_at_step")
+    if fail_at is None or step != fail_at or rank != config.get("fail_rank", 0):
+        return
+    marker = Path(config["fail_marker"])
+    if marker.exists():
+        return
+    marker.write_text(str(step))
+    log.warning("fault injection: rank %d exits at step %d", rank, step)
+    os._exit(17)
+
+
+def _build_model(cfg: RaySparseConfig, backbone: str) -> Any:
+    from raysparse.model import SparseEncoder
+
+    return SparseEncoder.from_pretrained(
+        backbone, lexical_prior=cfg.model.lexical_prior, query_mode=cfg.model.query_mode
+    )
+
+
+def run_loop(config: dict[str, Any], io: LoopIO) -> list[dict[str, Any]]:
+    """The training loop shared by Ray workers and the single process; returns the metrics it reported.
+
+    ``config`` holds plain values (it crosses process boundaries): ``cfg`` (a RaySparseConfig dump), ``triples``,
+    ``backbone``, ``out_dir`` and optionally ``dev`` (RetrievalData), ``term_pairs``, ``sentence_pairs``.
+    """
+    import torch
+    import torch.distributed as dist
+
+    from raysparse.losses import SparseRetrievalLoss
+
+    cfg = config_from_dict(config["cfg"], "train_loop_config")
+    tc = cfg.train
+    on_gpu = tc.use_gpu and torch.cuda.is_available()
+    out_dir = Path(config["out_dir"])
+    rank, world = io.rank, io.world_size
+    torch.manual_seed(tc.seed)
+
+    examples = load_triples(config["triples"], tc.negatives_per_query)
+    beta_on = cfg.loss.beta > 0
+    term_pairs = load_pairs(config.get("term_pairs"), "term pairs")[0] if beta_on else []
+    sentence_pairs = load_pairs(config.get("sentence_pairs"), "sentence pairs")[0] if beta_on else []
+    dev: RetrievalData | None = config.get("dev")
+    if rank == 0:
+        log.info(
+            "training data: %s; %d term pairs, %d sentence pairs",
+            examples.report,
+            len(term_pairs),
+            len(sentence_pairs),
+        )
+
+    encoder = _build_model(cfg, config["backbone"])
+    model = _training_module(encoder)
+    collator = Collator(
+        encoder.tokenizer,
+        cfg.model.max_query_length,
+        cfg.model.max_doc_length,
+        tc.negatives_per_query,
+        tc.seed,
+    )
+    if tc.deepspeed.enabled:
+        backend: Any = DeepSpeedBackend(model, tc, on_gpu)
+    else:
+        backend = TorchBackend(model, tc, on_gpu, io.in_ray)
+    loss_fn = SparseRetrievalLoss(cfg.loss, tc.max_steps).to(backend.device)
+
+    state = {"step": 0, "best": None, "best_step": None, "bad_evals": 0}
+    with io.get_checkpoint_dir() as ckpt_dir:
+        if ckpt_dir is not None:
+            backend.load(ckpt_dir)
+            state.update(json.loads((Path(ckpt_dir) / TRAINER_STATE_FILE).read_text()))
+            if rank == 0:
+                log.info("resumed from %s at step %d", ckpt_dir, state["step"])
+
+    progress_dir = out_dir / "progress"
+    progress_dir.mkdir(parents=True, exist_ok=True)
+    progress_file = progress_dir / f"rank{rank}.jsonl"
+    writer = None
+    if rank == 0:
+        from torch.utils.tensorboard import SummaryWriter
+
+        writer = SummaryWriter(str(out_dir / "tensorboard"))
+    history: list[dict[str, Any]] = []
+
+    def evaluate() -> dict[str, float]:
+        """Rank 0 evaluates, every rank gets the result (early stopping must be decided identically everywhere)."""
+        result: list[Any] = [None]
+        with backend.full_parameters():
+            if rank == 0:
+                result[0] = evaluate_dev(
+                    backend.module.encoder, dev, k=cfg.eval.k, batch_size=cfg.eval.batch_size
+                )
+        if world > 1 and dist.is_initialized():
+            dist.broadcast_object_list(result, src=0)
+        return result[0]
+
+    def checkpoint(metrics: dict[str, Any]) -> None:
+        tmp = Path(tempfile.mkdtemp(prefix=f"raysparse-ckpt-r{rank}-"))
+        try:
+            backend.save(tmp)  # collective for DeepSpeed: every rank writes its own partition
+            with backend.full_parameters():
+                if rank == 0:
+                    backend.module.encoder.save_pretrained(str(tmp / HF_SUBDIR))
+                    (tmp / TRAINER_STATE_FILE).write_text(json.dumps(state))
+            io.report(metrics, tmp)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+    accumulation = tc.gradient_accumulation_steps
+    bar = None
+    if rank == 0:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=tc.max_steps, initial=state["step"], desc="train", unit="step", mininterval=5)
+    stop = False
+    while state["step"] < tc.max_steps and not stop:
+        step = state["step"]
+        t0 = time.perf_counter()
+        sums: dict[str, float] = {}
+        flops = 0.0
+        for micro in range(accumulation):
+            micro_step = step * accumulation + micro
+            rows = sample_rows(
+                len(examples), tc.batch_size, seed=tc.seed, micro_step=micro_step, rank=rank, world_size=world
+            )
+            batch = collator.examples(examples, rows)
+            q = _forward(backend, batch["q_ids"], batch["q_mask"], is_query=True)
+            d = _forward(backend, batch["d_ids"], batch["d_mask"], is_query=False)
+            n_pos = batch["num_positives"]
+            pos = d[:n_pos]
+            neg = d[n_pos:].reshape(n_pos, -1, d.shape[-1]) if d.shape[0] > n_pos else None  # (B, N, V)
+            kwargs: dict[str, Any] = {"step": step}
+            if cfg.loss.delta > 0:
+                kwargs["teacher_pos"] = batch["teacher_pos"].to(q.device)
+                if batch["teacher_neg"] is not None:
+                    kwargs["teacher_neg"] = batch["teacher_neg"].to(q.device)
+            pairs = (
+                collator.pairs(term_pairs, sentence_pairs, tc.batch_size, micro_step=micro_step, rank=rank)
+                if beta_on
+                else None
+            )
+            if pairs is not None:
+                kwargs["ko"] = _forward(backend, pairs["ko_ids"], pairs["ko_mask"], is_query=False)
+                kwargs["en"] = _forward(backend, pairs["en_ids"], pairs["en_mask"], is_query=False)
+            out = loss_fn(q, pos, neg, **kwargs)
+            loss = out["loss"]
+            if not torch.isfinite(loss):
+                raise FloatingPointError(
+                    f"rank {rank}: loss is {loss.item()} at step {step} (micro-step {micro})"
+                )
+            backend.backward(loss)
+            backend.step()
+            for name, value in out.items():
+                if isinstance(value, torch.Tensor) and value.numel() == 1:
+                    sums[name] = sums.get(name, 0.0) + float(value.detach()) / accumulation
+                elif isinstance(value, (int, float)):
+                    sums[name] = sums.get(name, 0.0) + float(value) / accumulation
+            with torch.no_grad():
+                flops += _flops(q, d) / accumulation
+        state["step"] = step + 1
+        done = state["step"]
+        metrics: dict[str, Any] = {
+            "step": done,
+            **{f"loss/{'total' if k == 'loss' else k}": v for k, v in sums.items()},
+            "train/lr": backend.lr,
+            "sparsity/flops": flops,
+            "time/step_s": time.perf_counter() - t0,
+        }
+        _log_progress(progress_file, {"step": done, "loss": sums.get("loss"), "pid": os.getpid()})
+
+        is_last = done >= tc.max_steps
+        want_ckpt = done % tc.checkpoint_every == 0 or is_last
+        if dev is not None and (done % tc.eval_every == 0 or want_ckpt):
+            metrics.update(evaluate())
+            value = metrics[VAL_METRIC]
+            if state["best"] is None or value > state["best"]:
+                state.update(best=value, best_step=done, bad_evals=0)
+            else:
+                state["bad_evals"] += 1
+                if tc.early_stopping_patience and state["bad_evals"] >= tc.early_stopping_patience:
+                    stop = True
+                    want_ckpt = True
+                    if rank == 0:
+                        log.info(
+                            "early stopping at step %d (best %s=%.4f at step %s)",
+                            done,
+                            VAL_METRIC,
+                            state["best"],
+                            state["best_step"],
+                        )
+            metrics["best/ndcg@10"] = state["best"]
+        if writer is not None:
+            for name, value in metrics.items():
+                if name != "step" and isinstance(value, (int, float)) and value is not None:
+                    writer.add_scalar(name, value, done)
+        if bar is not None:
+            bar.update(1)
+            bar.set_postfix(loss=f"{sums.get('loss', float('nan')):.3f}", refresh=False)
+        history.append(metrics)
+        if want_ckpt:
+            checkpoint(metrics)
+        else:
+            io.report(metrics, None)
+        _maybe_fail(config, done, rank)
+    if bar is not None:
+        bar.close()
+    if writer is not None:
+        writer.close()
+    if rank == 0:
+        with (out_dir / "history.jsonl").open("a", encoding="utf-8") as f:
+            for m in history:
+                f.write(json.dumps(m) + "\n")
+    return history
+
+
+def train_loop_per_worker(config: dict[str, Any]) -> None:
+    """Entry point for :class:`ray.train.torch.TorchTrainer` (Ray has already set up the process group)."""
+    import ray.train
+
+    _default_env(config.get("use_gpu", False))
+    ctx = ray.train.get_context()
+
+    @contextlib.contextmanager
+    def checkpoint_dir() -> Iterator[Path | None]:
+        ckpt = ray.train.get_checkpoint()
+        if ckpt is None:
+            yield None
+            return
+        with ckpt.as_directory() as d:
+            yield Path(d)
+
+    def report(metrics: dict[str, Any], directory: Path | None) -> None:
+        clean = {k: v for k, v in metrics.items() if v is not None}
+        if directory is None:
+            ray.train.report(clean)
+        else:
+            ray.train.report(clean, checkpoint=ray.train.Checkpoint.from_directory(str(directory)))
+
+    run_loop(config, LoopIO(ctx.get_world_rank(), ctx.get_world_size(), checkpoint_dir, report, in_ray=True))
+
+
+def _default_env(use_gpu: bool) -> None:
+    if not use_gpu:
+        os.environ.setdefault("DS_ACCELERATOR", "cpu")
+    os.environ.setdefault(
+        "TORCH_EXTENSIONS_DIR", str(Path.home() / ".cache" / "raysparse" / "torch_extensions")
+    )
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Driver side: run, pick the best checkpoint, consolidate to fp32
+# ----------------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class TrainResult:
+    """Where the trained model is and how training went."""
+
+    model_dir: Path  # fp32 Hugging Face layout SparseEncoder (out_dir/model)
+    best_metrics: dict[str, Any]
+    history: list[dict[str, Any]] = field(default_factory=list)
+    checkpoint_path: str | None = None  # the checkpoint the model was consolidated from
+
+
+def consolidate_checkpoint(
+    checkpoint_dir: str | Path, out_model_dir: str | Path, train_cfg: TrainConfig
+) -> Path:
+    """Write an fp32 SparseEncoder (HF layout) from a training checkpoint directory.
+
+    ZeRO-1/2/3: the fp32 master weights rebuilt by ``get_fp32_state_dict_from_zero_checkpoint`` (the module's own
+    weights are bf16/fp16 copies). ZeRO-0: DeepSpeed keeps no consolidatable fp32 copy, so the module weights saved
+    by rank 0 are upcast (bf16 precision is lost there; use stage >= 1 when that matters). DDP: fp32 module weights.
+    """
+    import torch
+
+    from raysparse.model import SparseEncoder
+
+    ckpt = Path(checkpoint_dir)
+    model = SparseEncoder.from_pretrained(str(ckpt / HF_SUBDIR)).float()
+    ds = train_cfg.deepspeed
+    if ds.enabled and ds.zero_stage >= 1:
+        from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
+
+        state = get_fp32_state_dict_from_zero_checkpoint(str(ckpt), tag=DS_TAG)
+    elif not ds.enabled:
+        state = torch.load(ckpt / TORCH_STATE_FILE, map_location="cpu", weights_only=True)["model"]
+    else:
+        state = None
+    if state is not None:
+        state = {k.removeprefix(WRAPPER_PREFIX): v.float() for k, v in state.items()}
+        result = model.load_state_dict(state, strict=False)
+        if result.unexpected_keys:
+            raise ValueError(f"checkpoint {ckpt}: unexpected parameters {result.unexpected_keys[:5]}")
+        _check_missing_are_tied(model, result.missing_keys, ckpt)
+    out = Path(out_model_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(str(out))
+    return out
+
+
+def _check_missing_are_tied(model: Any, missing: list[str], ckpt: Path) -> None:
+    """A checkpoint may store a tied weight once (its twin is restored through the tie); anything else missing is
+    an error, because silently keeping the backbone's initial weights would ship an untrained layer."""
+    params = dict(model.named_parameters(remove_duplicate=False))
+    owners: dict[int, int] = {}
+    for p in params.values():
+        owners[p.data_ptr()] = owners.get(p.data_ptr(), 0) + 1
+    untied = [m for m in missing if m in params and owners[params[m].data_ptr()] < 2]
+    if untied:
+        raise ValueError(f"checkpoint {ckpt}: parameters missing from the checkpoint: {untied[:5]}")
+
+
+def _prepare_backbone(
+    cfg: RaySparseConfig, examples: TrainingExamples, out_dir: Path, backbone_dir: str | None
+) -> str:
+    if backbone_dir:
+        return str(backbone_dir)
+    if cfg.model.backbone != "local-small":
+        return cfg.model.backbone
+    from raysparse.backbone import build_local_backbone
+
+    target = out_dir / "backbone"
+    if (target / "config.json").is_file():
+        return str(target)
+    return str(build_local_backbone(examples.texts(), cfg.model, str(target)))
+
+
+def _loop_config(
+    cfg: RaySparseConfig,
+    triples: Any,
+    dev: RetrievalData | None,
+    out_dir: Path,
+    backbone: str,
+    term_pairs: Any,
+    sentence_pairs: Any,
+    extra: dict[str, Any] | None,
+) -> dict[str, Any]:
+    def absolute(x: Any) -> Any:
+        return str(Path(x).resolve()) if isinstance(x, (str, Path)) and "://" not in str(x) else x
+
+    return {
+        "cfg": cfg.model_dump(mode="json"),
+        "triples": absolute(triples),
+        "dev": dev,
+        "out_dir": str(out_dir.resolve()),
+        "backbone": absolute(backbone) if Path(str(backbone)).exists() else backbone,
+        "term_pairs": absolute(term_pairs),
+        "sentence_pairs": absolute(sentence_pairs),
+        "use_gpu": cfg.train.use_gpu,
+        **(extra or {}),
+    }
+
+
+def _read_history(out_dir: Path) -> list[dict[str, Any]]:
+    path = out_dir / "history.jsonl"
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def _pick_best(candidates: list[tuple[str, dict[str, Any]]]) -> tuple[str, dict[str, Any]]:
+    """The checkpoint with the best validation nDCG; without validation, the latest."""
+    scored = [c for c in candidates if c[1].get(VAL_METRIC) is not None]
+    if scored:
+        return max(scored, key=lambda c: (c[1][VAL_METRIC], c[1].get("step", 0)))
+    return max(candidates, key=lambda c: c[1].get("step", 0))
+
+
+def run_training(
+    cfg: RaySparseConfig,
+    triples_path: str | Path | pa.Table,
+    dev: RetrievalData | None,
+    out_dir: str | Path,
+    term_pairs: str | Path | pa.Table | None = None,
+    sentence_pairs: str | Path | pa.Table | None = None,
+    backbone_dir: str | None = None,
+    *,
+    extra_loop_config: dict[str, Any] | None = None,
+) -> TrainResult:
+    """Train on Ray Train (``cfg.train.num_workers`` workers) and export the best checkpoint to ``out_dir/model``.
+
+    Re-running with the same ``cfg.name`` and ``cfg.ray.storage_path`` resumes from the run's latest checkpoint.
+    ``extra_loop_config`` is merged into the workers' config (fault injection in tests: ``fail_at_step``, ...).
+    """
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchConfig, TorchTrainer
+
+    from raysparse.ray_utils import init_ray
+
+    tc = cfg.train
+    deepspeed_config(tc)  # fail fast (fp16 on CPU) before starting workers
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    examples = load_triples(triples_path, tc.negatives_per_query)
+    log.info("%s", examples.report)
+    backbone = _prepare_backbone(cfg, examples, out, backbone_dir)
+    init_ray(cfg.ray.address)
+
+    storage = cfg.ray.storage_path
+    if "://" not in storage:
+        storage = str(Path(storage).resolve())
+    resources = {"CPU": tc.cpus_per_worker}
+    if tc.use_gpu:
+        resources["GPU"] = 1
+    checkpoint_config = CheckpointConfig(
+        num_to_keep=tc.keep_checkpoints,
+        checkpoint_score_attribute=VAL_METRIC if dev is not None else None,
+        checkpoint_score_order="max",
+    )
+    trainer = TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config=_loop_config(
+            cfg, triples_path, dev, out, backbone, term_pairs, sentence_pairs, extra_loop_config
+        ),
+        scaling_config=ScalingConfig(
+            num_workers=tc.num_workers, use_gpu=tc.use_gpu, resources_per_worker=resources
+        ),
+        run_config=RunConfig(
+            name=cfg.name,
+            storage_path=storage,
+            failure_config=FailureConfig(max_failures=tc.max_failures),
+            checkpoint_config=checkpoint_config,
+        ),
+        torch_config=TorchConfig(backend="nccl" if tc.use_gpu else "gloo"),
+    )
+    result = trainer.fit()
+    if result.error is not None:
+        raise RuntimeError(f"training run {cfg.name} failed: {result.error}") from result.error
+    candidates = [(c.path, m) for c, m in (result.best_checkpoints or [])]
+    if not candidates and result.checkpoint is not None:
+        candidates = [(result.checkpoint.path, result.metrics or {})]
+    if not candidates:
+        raise RuntimeError(f"training run {cfg.name} reported no checkpoint")
+    best_path, best_metrics = _pick_best(candidates)
+    model_dir = consolidate_checkpoint(best_path, out / "model", tc)
+    history = _read_history(out) or [m for _, m in candidates]
+    (out / "best_metrics.json").write_text(json.dumps(best_metrics, indent=2))
+    return TrainResult(model_dir, dict(best_metrics), history, str(best_path))
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def train_single_process(
+    cfg: RaySparseConfig,
+    triples_path: str | Path | pa.Table,
+    dev: RetrievalData | None,
+    out_dir: str | Path,
+    term_pairs: str | Path | pa.Table | None = None,
+    sentence_pairs: str | Path | pa.Table | None = None,
+    backbone_dir: str | None = None,
+    *,
+    resume: bool = True,
+) -> TrainResult:
+    """The same loop without Ray: one process, world size 1 (unit tests, quick experiments, GPU benchmarks).
+
+    Checkpoints go to ``out_dir/checkpoints/step_<N>``; with ``resume`` the latest one is loaded first.
+    DeepSpeed needs the torch.distributed environment variables; they are set here unless already present.
+    """
+    import torch.distributed as dist
+
+    tc = cfg.train
+    _default_env(tc.use_gpu)
+    deepspeed_config(tc)
+    for key, value in (("RANK", "0"), ("LOCAL_RANK", "0"), ("WORLD_SIZE", "1"), ("MASTER_ADDR", "127.0.0.1")):
+        os.environ.setdefault(key, value)
+    os.environ.setdefault("MASTER_PORT", str(_free_port()))
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    examples = load_triples(triples_path, tc.negatives_per_query)
+    backbone = _prepare_backbone(cfg, examples, out, backbone_dir)
+    ckpt_root = out / "checkpoints"
+    reported: list[tuple[str, dict[str, Any]]] = []
+
+    @contextlib.contextmanager
+    def checkpoint_dir() -> Iterator[Path | None]:
+        existing = sorted(ckpt_root.glob("step_*"), key=lambda p: int(p.name.split("_")[1])) if resume else []
+        yield existing[-1] if existing else None
+
+    def report(metrics: dict[str, Any], directory: Path | None) -> None:
+        if directory is None:
+            return
+        target = ckpt_root / f"step_{metrics['step']}"
+        if target.exists():
+            shutil.rmtree(target)
+        shutil.copytree(directory, target)
+        reported.append((str(target), dict(metrics)))
+
+    try:
+        history = run_loop(
+            _loop_config(cfg, triples_path, dev, out, backbone, term_pairs, sentence_pairs, None),
+            LoopIO(0, 1, checkpoint_dir, report),
+        )
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+    if not reported:
+        raise RuntimeError("training reported no checkpoint")
+    best_path, best_metrics = _pick_best(reported)
+    model_dir = consolidate_checkpoint(best_path, out / "model", tc)
+    return TrainResult(model_dir, dict(best_metrics), history, best_path)
