@@ -1,0 +1,105 @@
+"""``raysparse export``: TorchScript, ONNX, OpenSearch zips and HF layout of a trained model, parity-checked."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from raysparse.cli import add_config_args, config_from_args
+
+EXPORT_FORMATS = ("torchscript", "onnx", "opensearch", "hf")
+
+
+def _formats(text: str) -> list[str]:
+    formats = [f.strip().lower() for f in text.split(",") if f.strip()]
+    bad = [f for f in formats if f not in EXPORT_FORMATS]
+    if bad or not formats:
+        raise argparse.ArgumentTypeError(
+            f"unknown format(s) {', '.join(bad) or repr(text)}; choose from {','.join(EXPORT_FORMATS)}"
+        )
+    return formats
+
+
+def _read_texts(path: str) -> list[str]:
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"--parity-text file not found: {p}")
+    return [line.strip() for line in p.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "export",
+        help="TorchScript / ONNX / OpenSearch model zips (+ HF layout) with parity checks",
+        description=(
+            "Export a trained sparse encoder directory (SparseEncoder.save_pretrained layout). Each artefact computes "
+            "the whole encoder (pooling included) and is compared with PyTorch on random Korean/English batches; the "
+            "max abs difference goes to OUT/manifest.json and a difference above export.parity_tolerance is an "
+            "error. 'opensearch' writes ml-commons SPARSE_ENCODING (and, for inference-free models, SPARSE_TOKENIZE) "
+            "zips with their _register request bodies."
+        ),
+    )
+    add_config_args(parser)
+    parser.add_argument("--model", required=True, metavar="DIR", help="trained model directory")
+    parser.add_argument("--out", required=True, metavar="DIR", help="output directory")
+    parser.add_argument(
+        "--format",
+        dest="formats",
+        type=_formats,
+        default=None,
+        metavar="LIST",
+        help=f"comma-separated subset of {','.join(EXPORT_FORMATS)} (default: export.formats from the config)",
+    )
+    parser.add_argument(
+        "--name", help="model name in the OpenSearch bundles (default: the model directory name)"
+    )
+    parser.add_argument("--version", default="1.0.0", help="model version in the register bodies")
+    parser.add_argument(
+        "--metrics", metavar="FILE", help="metrics.json for the model card (default: beside the model)"
+    )
+    parser.add_argument(
+        "--train-config",
+        metavar="FILE",
+        help="training config for the model card (default: one beside the model)",
+    )
+    parser.add_argument(
+        "--parity-text",
+        metavar="FILE",
+        help="text file (one text per line) whose words build the random parity sentences "
+        "(default: the tokenizer's vocabulary)",
+    )
+    parser.add_argument(
+        "--max-length", type=int, help="truncation length written into tokenizer.json for OpenSearch"
+    )
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from raysparse.export import ExportError, export_model
+
+    cfg = config_from_args(args)
+    try:
+        manifest = export_model(
+            args.model,
+            args.out,
+            formats=args.formats,
+            cfg=cfg.export,
+            name=args.name,
+            version=args.version,
+            parity_texts=_read_texts(args.parity_text) if args.parity_text else None,
+            metrics_path=args.metrics,
+            config_path=args.train_config,
+            max_length=args.max_length,
+        )
+    except (ExportError, FileNotFoundError, ValueError) as err:
+        print(f"raysparse export: {err}", file=sys.stderr)
+        return 1
+    for entry in manifest["files"]:
+        diff = entry.get("parity_max_abs_diff")
+        parity = "" if diff is None else f"  max|diff| {diff:.2e}"
+        print(f"{entry['format']:<28} {Path(args.out) / entry['path']}{parity}")
+    print(f"manifest: {Path(args.out) / 'manifest.json'}")
+    print(json.dumps(manifest["sparsity"]))
+    return 0
