@@ -98,13 +98,20 @@ def kiwi_token_form(form: str, tag: str) -> str:
 
 
 def kiwi_analyzer(texts: Sequence[str]) -> list[list[str]]:
-    """Content morphemes of each text (Kiwi), normalised; batches go through Kiwi's multi-text API."""
-    kiwi = get_kiwi()
-    results = kiwi.tokenize(list(texts))
-    return [
-        [kiwi_token_form(tok.form, tok.tag) for tok in tokens if tok.tag in KIWI_CONTENT_TAGS]
-        for tokens in results
-    ]
+    """Content morphemes of each text (Kiwi), normalised; batches go through Kiwi's multi-text API.
+
+    Kiwi's list API needs worker threads (a single-threaded Kiwi raises "asyncAnalyze doesn't work at single
+    thread mode"), so batches use a multi-threaded instance (one thread per core); results equal per-text calls.
+    """
+    texts = list(texts)
+    if len(texts) <= 1:
+        return [_kiwi_terms(get_kiwi().tokenize(t)) for t in texts]
+    results = get_kiwi(-1).tokenize(texts)
+    return [_kiwi_terms(tokens) for tokens in results]
+
+
+def _kiwi_terms(tokens) -> list[str]:
+    return [kiwi_token_form(tok.form, tok.tag) for tok in tokens if tok.tag in KIWI_CONTENT_TAGS]
 
 
 def hf_analyzer_factory(tokenizer_name_or_path: str) -> Analyzer:
