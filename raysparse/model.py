@@ -153,6 +153,8 @@ class SparseEncoder(nn.Module):
     def _encode(self, texts: Sequence[str], max_length: int, batch_size: int, query: bool) -> torch.Tensor:
         from tqdm.auto import tqdm
 
+        if isinstance(texts, str):
+            raise TypeError("pass a list of texts, not a single string")
         texts = list(texts)
         if not texts:
             return torch.zeros(0, self.vocab_size)
