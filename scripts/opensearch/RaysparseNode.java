@@ -1,0 +1,30 @@
+// Starts one real OpenSearch node in-process via codelibs' OpenSearchRunner and keeps it alive until the
+// JVM is signalled. A wrapper instead of OpenSearchRunner.main() because main() exits with status 1 and
+// swallows the cause on any start failure, and caps the HTTP port at 9299.
+// Usage: java -cp 'lib/*' RaysparseNode.java <runner args: -basePath DIR -numOfNode 1 -baseHttpPort N-1 ...>
+import org.codelibs.opensearch.runner.OpenSearchRunner;
+
+public class RaysparseNode {
+    public static void main(String[] args) throws Exception {
+        OpenSearchRunner runner = new OpenSearchRunner();
+        runner.setMaxHttpPort(65535);
+        Runtime.getRuntime().addShutdownHook(new Thread(() -> {
+            try {
+                runner.close();
+            } catch (Exception e) {
+                e.printStackTrace();
+            }
+        }));
+        try {
+            runner.build(args);
+        } catch (Throwable t) {
+            System.err.println("raysparse: OpenSearch node failed to start");
+            t.printStackTrace();
+            System.exit(3);
+        }
+        System.out.println("raysparse: OpenSearch node started");
+        while (!runner.isClosed()) {
+            Thread.sleep(5000);
+        }
+    }
+}
