@@ -950,10 +950,14 @@ class AugmentReport:
 class _AugmentBatches:
     """Ray Data actor: builds the dictionary and one Kiwi once, then augments every batch it is given."""
 
-    def __init__(self, dictionary_state: dict[str, Any], cfg_state: dict[str, Any]) -> None:
+    def __init__(self, dictionary_state: Any, cfg_state: dict[str, Any]) -> None:
+        import ray
+
         from raysparse.analyzers import get_kiwi
         from raysparse.config import AugmentConfig
 
+        if isinstance(dictionary_state, ray.ObjectRef):  # put once in the object store, fetched by each actor
+            dictionary_state = ray.get(dictionary_state)
         self.dictionary = BilingualDictionary.from_state(dictionary_state)
         self.cfg = AugmentConfig(**cfg_state)
         self.kiwi = get_kiwi()
