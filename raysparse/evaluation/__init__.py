@@ -17,14 +17,7 @@ from raysparse.evaluation.core import (
     write_metrics,
     write_run,
 )
-from raysparse.evaluation.devsets import (
-    CROSSLINGUAL_SETS,
-    build_crosslingual_sets,
-    read_beir_dir,
-    read_klue_mrc_odqa,
-    read_term_pairs,
-    write_beir_dir,
-)
+from raysparse.evaluation.devsets import EVAL_CROSSLINGUAL_SETS, crosslingual_dev_sets, dictionary_pairs
 from raysparse.evaluation.index import SparseIndex, activation_rate, flops, terms_to_csr
 from raysparse.evaluation.metrics import (
     MetricsResult,
@@ -35,14 +28,15 @@ from raysparse.evaluation.metrics import (
 )
 
 __all__ = [
-    "CROSSLINGUAL_SETS",
+    "EVAL_CROSSLINGUAL_SETS",
     "EvalResult",
     "MetricsResult",
     "SparseIndex",
     "activation_rate",
     "bm25_document_matrix",
-    "build_crosslingual_sets",
     "compute_metrics",
+    "crosslingual_dev_sets",
+    "dictionary_pairs",
     "document_texts",
     "encode_sparse",
     "evaluate_bm25",
@@ -53,11 +47,7 @@ __all__ = [
     "qrels_from_table",
     "query_metrics",
     "rank_documents",
-    "read_beir_dir",
-    "read_klue_mrc_odqa",
-    "read_term_pairs",
     "terms_to_csr",
-    "write_beir_dir",
     "write_metrics",
     "write_run",
 ]

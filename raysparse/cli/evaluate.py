@@ -1,0 +1,140 @@
+"""``raysparse evaluate``: a sparse encoder and/or BM25 on any BEIR directory or the ko<->en MS MARCO dev sets.
+
+Writes ``OUT/metrics.json`` (the first system: the model when ``--model`` is given), one ``OUT/<system>/metrics.json``
++ ``run.trec`` per system, and with ``--model`` and a baseline ``OUT/report.md`` with PNG plots.
+``--crosslingual`` does the same in ``OUT/<set>/`` for ko-en, en-ko and ko-ko and writes ``OUT/summary.{md,json}``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from raysparse.cli import add_config_args, config_from_args
+
+SAMPLE_GLOSSARY = Path(__file__).resolve().parents[1] / "resources" / "sample" / "glossary.tsv"
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "evaluate",
+        help="nDCG@10 / MRR@10 / recall@100 of a model and/or BM25 on a BEIR-layout directory",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--model", metavar="DIR", help="a SparseEncoder directory (save_pretrained layout)")
+    parser.add_argument(
+        "--bm25",
+        action="append",
+        choices=["kiwi", "bigram"],
+        help="BM25 analyzer (repeatable); with --model the baseline, default eval.bm25_analyzer",
+    )
+    parser.add_argument("--no-baseline", action="store_true", help="with --model: skip BM25 and the report")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument(
+        "--beir", metavar="DIR", help="BEIR directory: corpus.jsonl, queries.jsonl, qrels/<split>.tsv"
+    )
+    source.add_argument(
+        "--crosslingual",
+        action="store_true",
+        help="the ko-en / en-ko / ko-ko MS MARCO dev sets (--msmarco-dir)",
+    )
+    parser.add_argument("--split", default="test", help="qrels split of --beir (default test)")
+    parser.add_argument("--msmarco-dir", metavar="DIR", help="directory with msmarco_{kor,eng}.dev1000.json")
+    parser.add_argument("--first-id", type=int, default=801, help="first MS MARCO query id of the dev sets")
+    parser.add_argument("--last-id", type=int, default=1000, help="last MS MARCO query id of the dev sets")
+    parser.add_argument(
+        "--distractors", type=int, default=0, help="passages of other ids added to each corpus"
+    )
+    parser.add_argument(
+        "--dictionary",
+        metavar="FILE",
+        help="ko<TAB>en term pairs for the synonym section (default: sample glossary)",
+    )
+    parser.add_argument("--max-pairs", type=int, default=300, help="dictionary pairs used in the report")
+    parser.add_argument("--out", metavar="DIR", required=True, help="output directory")
+    add_config_args(parser)
+    parser.set_defaults(func=run)
+
+
+def _evaluate_collection(args: argparse.Namespace, cfg: Any, data: Any, out: Path, model: Any) -> list[Any]:
+    """Evaluate every requested system on one collection into ``out``; returns their results (first = primary)."""
+    from raysparse.evaluation import evaluate_bm25, evaluate_model, write_metrics, write_run
+
+    analyzers = list(dict.fromkeys(args.bm25 or ([] if args.no_baseline else [cfg.eval.bm25_analyzer])))
+    if args.model and args.no_baseline:
+        analyzers = []
+    results = []
+    if model is not None:
+        results.append(evaluate_model(model, data, cfg.eval, system="model"))
+    for analyzer in analyzers:
+        results.append(evaluate_bm25(data, analyzer, cfg.eval))
+    for result in results:
+        write_metrics(result, out / result.system / "metrics.json")
+        write_run(result, out / result.system / "run.trec", depth=max(cfg.eval.recall_k, 100))
+    primary = results[0]
+    baseline = results[1] if len(results) > 1 else None
+    extra = (
+        {"baseline": {"system": baseline.system, **baseline.metrics}}
+        if baseline and model is not None
+        else {}
+    )
+    write_metrics(primary, out / "metrics.json", **extra)
+    if model is not None and baseline is not None:
+        from raysparse.evaluation.devsets import dictionary_pairs
+        from raysparse.evaluation.report import write_report
+
+        pairs: list[tuple[str, str]] = []
+        source = args.dictionary or (str(SAMPLE_GLOSSARY) if SAMPLE_GLOSSARY.is_file() else None)
+        if source:
+            pairs, report = dictionary_pairs(source, limit=args.max_pairs)
+            print(report, file=sys.stderr)
+        path = write_report(out, data, primary, baseline, model=model, pairs=pairs, pairs_source=source)
+        print(f"report: {path}")
+    return results
+
+
+def run(args: argparse.Namespace) -> int:
+    from raysparse.evaluation.report import summary_table
+
+    if not args.model and not args.bm25:
+        print("raysparse evaluate: give --model DIR and/or --bm25 kiwi|bigram", file=sys.stderr)
+        return 2
+    if args.crosslingual and not args.msmarco_dir:
+        print("raysparse evaluate: --crosslingual needs --msmarco-dir DIR", file=sys.stderr)
+        return 2
+    cfg = config_from_args(args)
+    out = Path(args.out)
+    try:
+        from raysparse.data import read_beir
+        from raysparse.evaluation.core import load_encoder
+        from raysparse.evaluation.devsets import crosslingual_dev_sets
+
+        model = load_encoder(args.model) if args.model else None
+        if args.beir:
+            data = read_beir(args.beir, args.split)
+            for report in data.reports:
+                print(report, file=sys.stderr)
+            results = _evaluate_collection(args, cfg, data, out, model)
+            print(summary_table(results))
+            print(f"metrics: {out / 'metrics.json'}")
+            return 0
+        sets = crosslingual_dev_sets(
+            args.msmarco_dir, args.first_id, args.last_id, args.distractors, sets=args.sets
+        )
+        summary: dict[str, dict[str, dict[str, float]]] = {}
+        lines = [f"# Cross-lingual dev sets (MS MARCO ids {args.first_id}-{args.last_id})", ""]
+        for name, data in sets.items():
+            results = _evaluate_collection(args, cfg, data, out / name, model)
+            summary[name] = {r.system: dict(r.metrics) for r in results}
+            lines += [f"## {name}: {data.summary()}", "", summary_table(results), ""]
+        (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+        (out / "summary.md").write_text("\n".join(lines), encoding="utf-8")
+        print("\n".join(lines))
+        return 0
+    except (FileNotFoundError, ValueError) as err:
+        print(f"raysparse evaluate: {err}", file=sys.stderr)
+        return 2
