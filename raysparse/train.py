@@ -684,6 +684,12 @@ def run_loop(config: dict[str, Any], io: LoopIO) -> list[dict[str, Any]]:
     progress_dir = out_dir / "progress"
     progress_dir.mkdir(parents=True, exist_ok=True)
     progress_file = progress_dir / f"rank{rank}.jsonl"
+    if (
+        state["step"] == 0
+    ):  # a fresh start (not a resume): records of an earlier run in this directory are stale
+        progress_file.unlink(missing_ok=True)
+        if rank == 0:
+            (out_dir / "history.jsonl").unlink(missing_ok=True)
     writer = None
     if rank == 0:
         from torch.utils.tensorboard import SummaryWriter
@@ -775,7 +781,9 @@ def run_loop(config: dict[str, Any], io: LoopIO) -> list[dict[str, Any]]:
             "sparsity/flops": flops,
             "time/step_s": time.perf_counter() - t0,
         }
-        _log_progress(progress_file, {"step": done, "loss": sums.get("loss"), "pid": os.getpid()})
+        _log_progress(
+            progress_file, {"step": done, "loss": sums.get("loss"), "pid": os.getpid(), "time": time.time()}
+        )
 
         is_last = done >= tc.max_steps
         want_ckpt = done % tc.checkpoint_every == 0 or is_last
@@ -806,6 +814,8 @@ def run_loop(config: dict[str, Any], io: LoopIO) -> list[dict[str, Any]]:
             bar.update(1)
             bar.set_postfix(loss=f"{sums.get('loss', float('nan')):.3f}", refresh=False)
         history.append(metrics)
+        if rank == 0:
+            _log_progress(out_dir / "history.jsonl", metrics)
         if want_ckpt:
             checkpoint(metrics)
         else:
@@ -815,10 +825,6 @@ def run_loop(config: dict[str, Any], io: LoopIO) -> list[dict[str, Any]]:
         bar.close()
     if writer is not None:
         writer.close()
-    if rank == 0:
-        with (out_dir / "history.jsonl").open("a", encoding="utf-8") as f:
-            for m in history:
-                f.write(json.dumps(m) + "\n")
     return history
 
 
@@ -965,7 +971,14 @@ def _read_history(out_dir: Path) -> list[dict[str, Any]]:
     path = out_dir / "history.jsonl"
     if not path.is_file():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    by_step: dict[int, dict[str, Any]] = {}
+    for line in path.read_text().splitlines():
+        if line.strip():
+            record = json.loads(line)
+            by_step[record["step"]] = (
+                record  # a step re-run after a restart replaces the lost attempt's record
+            )
+    return [by_step[s] for s in sorted(by_step)]
 
 
 def _pick_best(candidates: list[tuple[str, dict[str, Any]]]) -> tuple[str, dict[str, Any]]:

@@ -1,6 +1,7 @@
-"""Small real-data inputs for the training tests: a tiny backbone, TRIPLES rows and a dev set from ../shared/data.
+"""Training: data loading, sampling, collation, DeepSpeed config, single-process DeepSpeed/DDP runs on real text.
 
-Shared by tests/test_train.py and tests/test_train_ray.py (imported by name: pytest puts tests/ on sys.path).
+The helpers at the top build small real-data inputs from ../shared/data (a tiny backbone, TRIPLES rows, a dev set);
+tests/test_train_ray.py imports them by name (pytest puts tests/ on sys.path).
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+import pytest
 
 from raysparse.schemas import TRIPLES, RetrievalData
 
@@ -130,3 +132,243 @@ def build_inputs(shared_data: Path, root: Path) -> dict[str, object]:
             "model.max_doc_length=48",
         ],
     }
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# Tests
+# ------------------------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def train_inputs(shared_data, tmp_path_factory) -> dict[str, object]:
+    return build_inputs(shared_data, tmp_path_factory.mktemp("train_inputs"))
+
+
+def _cfg(inputs: dict[str, object], *overrides: str):
+    from raysparse.config import load_config
+
+    return load_config(None, [*inputs["model_overrides"], "model.lexical_prior=5", *overrides])
+
+
+def test_deepspeed_config_per_stage():
+    from raysparse.config import TrainConfig
+    from raysparse.train import deepspeed_config
+
+    for stage in range(4):
+        tc = TrainConfig(
+            batch_size=4,
+            gradient_accumulation_steps=3,
+            max_grad_norm=0.5,
+            deepspeed={"zero_stage": stage, "precision": "bf16"},
+        )
+        ds = deepspeed_config(tc)
+        assert ds["zero_optimization"]["stage"] == stage
+        assert ds["train_micro_batch_size_per_gpu"] == 4
+        assert ds["gradient_accumulation_steps"] == 3
+        assert ds["gradient_clipping"] == 0.5
+        assert ds["bf16"]["enabled"] and not ds["fp16"]["enabled"]
+        assert ds["zero_allow_untested_optimizer"] is True
+        assert "train_batch_size" not in ds  # derived by DeepSpeed from the world size inside the workers
+        assert ("stage3_gather_16bit_weights_on_model_save" in ds["zero_optimization"]) == (stage == 3)
+    fp32 = deepspeed_config(TrainConfig(deepspeed={"precision": "fp32"}))
+    assert not fp32["bf16"]["enabled"] and not fp32["fp16"]["enabled"]
+    offload = deepspeed_config(TrainConfig(deepspeed={"zero_stage": 2, "offload_optimizer": True}))
+    assert offload["zero_optimization"]["offload_optimizer"]["device"] == "cpu"
+    with pytest.raises(ValueError, match="offload_optimizer needs"):
+        deepspeed_config(TrainConfig(deepspeed={"zero_stage": 0, "offload_optimizer": True}))
+    gpu_fp16 = deepspeed_config(TrainConfig(use_gpu=True, deepspeed={"precision": "fp16"}))
+    assert gpu_fp16["fp16"]["enabled"]
+
+
+def test_fp16_on_cpu_is_a_clear_error(train_inputs, tmp_path):
+    from raysparse.config import TrainConfig
+    from raysparse.train import deepspeed_config, train_single_process
+
+    with pytest.raises(ValueError, match=r"fp16 needs a GPU"):
+        deepspeed_config(TrainConfig(deepspeed={"precision": "fp16"}))
+    # the entry points fail before building anything
+    cfg = _cfg(train_inputs, "train.deepspeed.precision=fp16")
+    with pytest.raises(ValueError, match=r"fp16 needs a GPU"):
+        train_single_process(
+            cfg, train_inputs["triples"], None, tmp_path, backbone_dir=train_inputs["backbone"]
+        )
+    assert not (tmp_path / "checkpoints").exists()
+
+
+def test_lr_schedule_warms_up_then_decays_to_zero():
+    from raysparse.train import lr_lambda
+
+    f = lr_lambda(100, 0.1)
+    assert f(0) == pytest.approx(0.1)
+    assert f(9) == pytest.approx(1.0)
+    assert f(10) == pytest.approx(1.0)
+    assert f(55) == pytest.approx(0.5)
+    assert f(100) == 0.0
+    assert lr_lambda(10, 0.0)(0) == 1.0
+
+
+def test_sampling_is_a_function_of_the_step_and_shards_ranks():
+    from raysparse.train import sample_rows
+
+    n, batch, world = 10, 3, 2
+    # 10 micro-steps x 2 ranks x 3 rows = 60 positions = 6 full epochs: each epoch a permutation of all rows
+    stream = []
+    for m in range(10):
+        for r in range(world):
+            stream += sample_rows(n, batch, seed=5, micro_step=m, rank=r, world_size=world)
+    for epoch in range(6):
+        rows = [row for row, e in stream[epoch * n : (epoch + 1) * n]]
+        assert sorted(rows) == list(range(n))
+        assert all(e == epoch for _, e in stream[epoch * n : (epoch + 1) * n])
+    # resuming at micro-step 7 gives exactly what an uninterrupted run sees at step 7
+    assert (
+        sample_rows(n, batch, seed=5, micro_step=7, rank=1, world_size=world)
+        == stream[(7 * world + 1) * batch :][:batch]
+    )
+    assert sample_rows(n, batch, seed=6, micro_step=0) != sample_rows(n, batch, seed=5, micro_step=0)
+
+
+def test_load_triples_reports_skips_and_names_bad_rows(shared_data, tmp_path):
+    import pyarrow.parquet as pq
+
+    from raysparse.train import load_triples
+
+    pairs = msmarco_pairs(shared_data, "kor", 6)
+    table = triples_table(pairs, num_negatives=2)
+    rows = table.to_pylist()
+    rows[1]["positive_texts"], rows[1]["positive_ids"], rows[1]["positive_scores"] = [], [], []
+    rows[2]["query"] = "  "
+    rows[3]["negative_texts"], rows[3]["negative_ids"], rows[3]["negative_scores"] = [], [], []
+    rows[3]["negative_ranks"], rows[3]["negative_kinds"] = [], []
+    path = tmp_path / "t.parquet"
+    pq.write_table(pa.Table.from_pylist(rows, schema=TRIPLES), path)
+    ex = load_triples(path, negatives_per_query=1)
+    assert len(ex) == 3 and ex.report.read == 3
+    assert ex.report.skipped == {"no positive": 1, "empty query": 1, "no negative": 1}
+    assert len(load_triples(path, negatives_per_query=0)) == 4  # no negatives needed: row 3 trains
+
+    rows[4]["negative_scores"] = [1.0]  # two texts, one score
+    pq.write_table(pa.Table.from_pylist(rows, schema=TRIPLES), path)
+    with pytest.raises(ValueError, match=r"t\.parquet: row 4, field negative_scores"):
+        load_triples(path)
+    pq.write_table(pa.table({"query": ["x"]}), path)
+    with pytest.raises(ValueError, match=r"missing field\(s\) positive_texts"):
+        load_triples(path)
+
+
+def test_collator_pads_dynamically_and_carries_teacher_scores(train_inputs):
+    from raysparse.model import SparseEncoder
+    from raysparse.train import Collator, load_pairs, load_triples, sample_rows
+
+    ex = load_triples(train_inputs["triples"], 2)
+    tok = SparseEncoder.from_pretrained(train_inputs["backbone"]).tokenizer
+    col = Collator(tok, max_query_length=16, max_doc_length=48, negatives_per_query=2, seed=1)
+    rows = sample_rows(len(ex), 4, seed=1, micro_step=3)
+    batch = col.examples(ex, rows)
+    assert batch["q_ids"].shape[0] == 4 and batch["d_ids"].shape[0] == 4 + 4 * 2
+    assert batch["q_ids"].shape[1] <= 16 and batch["d_ids"].shape[1] <= 48
+    # dynamic padding: the longest row in the batch has no padding
+    assert batch["q_mask"].sum(1).max() == batch["q_ids"].shape[1]
+    assert batch["teacher_neg"].shape == (4, 2)
+    # teacher scores are those of the chosen documents, and the choice is reproducible
+    row0 = rows[0][0]
+    assert batch["teacher_pos"][0].item() == ex.positive_scores[row0][0]
+    assert all(s in ex.negative_scores[row0] for s in batch["teacher_neg"][0].tolist())
+    again = col.examples(ex, rows)
+    assert (again["d_ids"] == batch["d_ids"]).all()
+    sentences, report = load_pairs(train_inputs["sentence_pairs"], "sentence pairs")
+    assert report.read == len(sentences) > 100
+    pairs = col.pairs([("검색", "search")], sentences, 6, micro_step=0, rank=0)
+    assert pairs["ko_ids"].shape[0] == pairs["en_ids"].shape[0] == 6
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("stage", [2, 3])
+def test_single_process_deepspeed_bf16_trains_and_consolidates(train_inputs, tmp_path, stage):
+    import torch
+    from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
+
+    from raysparse.model import SparseEncoder
+    from raysparse.train import DS_TAG, train_single_process
+
+    cfg = _cfg(
+        train_inputs,
+        f"train.deepspeed.zero_stage={stage}",
+        "train.deepspeed.precision=bf16",
+        "train.max_steps=3",
+        "train.batch_size=4",
+        "train.negatives_per_query=1",
+        "train.checkpoint_every=3",
+        "train.eval_every=3",
+    )
+    result = train_single_process(
+        cfg,
+        train_inputs["triples"],
+        train_inputs["dev"],
+        tmp_path,
+        sentence_pairs=train_inputs["sentence_pairs"],
+        backbone_dir=train_inputs["backbone"],
+    )
+    assert [h["step"] for h in result.history] == [1, 2, 3]
+    for h in result.history:
+        assert torch.isfinite(torch.tensor(h["loss/total"]))
+        assert h["loss/cross_lingual"] > 0  # the sentence pairs reached the loss
+    assert 0.0 <= result.best_metrics["val/ndcg@10"] <= 1.0
+    assert (tmp_path / "tensorboard").is_dir() and any((tmp_path / "tensorboard").iterdir())
+
+    trained = SparseEncoder.from_pretrained(result.model_dir)
+    initial = SparseEncoder.from_pretrained(train_inputs["backbone"])
+    assert trained.lexical_prior == 5.0  # the training-time encoder settings travel with the model
+    fp32 = get_fp32_state_dict_from_zero_checkpoint(result.checkpoint_path, tag=DS_TAG)
+    trained_sd, initial_sd = trained.state_dict(), initial.state_dict()
+    changed = 0
+    for key, value in fp32.items():
+        name = key.removeprefix("encoder.")
+        assert trained_sd[name].dtype == torch.float32
+        torch.testing.assert_close(trained_sd[name], value.float(), rtol=0, atol=0)
+        changed += not torch.equal(trained_sd[name], initial_sd[name])
+    assert changed > len(fp32) // 2, f"only {changed}/{len(fp32)} parameters changed"
+    reps = trained.encode_documents(["검색 엔진 search engine"])
+    assert torch.isfinite(reps).all() and (reps > 0).any()
+
+
+@pytest.mark.slow
+def test_single_process_ddp_fallback_resumes_from_its_checkpoint(train_inputs, tmp_path):
+    import json
+
+    import torch
+
+    from raysparse.model import SparseEncoder
+    from raysparse.train import train_single_process
+
+    common = [
+        "train.deepspeed.enabled=false",
+        "train.deepspeed.precision=bf16",
+        "train.batch_size=4",
+        "train.negatives_per_query=1",
+        "train.checkpoint_every=2",
+        "loss.beta=0",
+    ]
+    first = train_single_process(
+        _cfg(train_inputs, *common, "train.max_steps=2"),
+        train_inputs["triples"],
+        None,
+        tmp_path,
+        backbone_dir=train_inputs["backbone"],
+    )
+    assert (Path(first.checkpoint_path) / "torch_state.pt").is_file()
+    second = train_single_process(
+        _cfg(train_inputs, *common, "train.max_steps=4"),
+        train_inputs["triples"],
+        None,
+        tmp_path,
+        backbone_dir=train_inputs["backbone"],
+    )
+    # resumed: only steps 3 and 4 ran in the second call, and the step counter continued
+    assert [h["step"] for h in second.history] == [3, 4]
+    steps = [
+        json.loads(line)["step"] for line in (tmp_path / "progress" / "rank0.jsonl").read_text().splitlines()
+    ]
+    assert steps == [1, 2, 3, 4]
+    model = SparseEncoder.from_pretrained(second.model_dir)
+    assert all(p.dtype == torch.float32 for p in model.parameters())

@@ -1,0 +1,82 @@
+"""``raysparse train``: train the sparse encoder on mined triples with DeepSpeed on Ray Train (one stage, not the
+whole pipeline: ``raysparse run`` chains mining, augmentation, training and evaluation)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+
+from raysparse.cli import add_config_args, config_from_args
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "train",
+        help="train the sparse encoder on mined triples (Ray Train + DeepSpeed)",
+        description=(
+            "Train a SPLADE-style sparse encoder on mining output (Parquet in the TRIPLES schema) with DeepSpeed "
+            "ZeRO on Ray Train workers (train.num_workers, train.use_gpu, train.deepspeed.*). Checkpoints go to "
+            "ray.storage_path/<name>; running the same command again resumes from the latest one. The best "
+            "checkpoint (validation nDCG@10 when --dev-beir is given, else the last) is written as an fp32 Hugging "
+            "Face layout model to OUT/model."
+        ),
+    )
+    add_config_args(parser)
+    parser.add_argument(
+        "--triples", required=True, help="mining output: a Parquet file or directory (TRIPLES)"
+    )
+    parser.add_argument("--out", required=True, help="output directory (model/, tensorboard/, history.jsonl)")
+    parser.add_argument("--dev-beir", metavar="DIR", help="BEIR-layout dev set for validation nDCG@10")
+    parser.add_argument(
+        "--backbone",
+        metavar="DIR|local-small",
+        help="backbone: a Hugging Face directory or name, or local-small (built from the triples' text); "
+        "default model.backbone",
+    )
+    parser.add_argument("--term-pairs", metavar="PARQUET", help="ko/en term pairs for the cross-lingual loss")
+    parser.add_argument(
+        "--sentence-pairs", metavar="PARQUET", help="ko/en sentence pairs for the cross-lingual loss"
+    )
+    parser.add_argument(
+        "--single-process", action="store_true", help="train in this process without Ray (debugging, one GPU)"
+    )
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from raysparse.train import run_training, train_single_process
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    extra = []
+    backbone_dir = None
+    if args.backbone == "local-small":
+        extra.append("model.backbone=local-small")
+    elif args.backbone:
+        backbone_dir = args.backbone
+    cfg = config_from_args(args, extra)
+    dev = None
+    if args.dev_beir:
+        from raysparse.data import read_beir
+
+        dev = read_beir(args.dev_beir)
+        for report in dev.reports:
+            logging.info("%s", report)
+    train = train_single_process if args.single_process else run_training
+    result = train(
+        cfg,
+        args.triples,
+        dev,
+        args.out,
+        term_pairs=args.term_pairs,
+        sentence_pairs=args.sentence_pairs,
+        backbone_dir=backbone_dir,
+    )
+    print(f"model: {result.model_dir}")
+    print(f"checkpoint: {result.checkpoint_path}")
+    print(
+        json.dumps(
+            {k: v for k, v in result.best_metrics.items() if not k.startswith("loss/weight")}, indent=1
+        )
+    )
+    return 0
