@@ -44,6 +44,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import pyarrow as pa
 
+from raysparse.data.errors import DataFormatError
 from raysparse.schemas import SENTENCE_PAIRS, TERM_PAIRS, TRIPLES, ReadReport
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -126,7 +127,7 @@ _DIGIT_SOUND = dict(
 FinalSound = Literal["vowel", "consonant", "rieul"]
 
 
-class DictionaryFormatError(ValueError):
+class DictionaryFormatError(DataFormatError):
     """A dictionary or parallel-text file that cannot be read; the message names the file, record and field."""
 
 
@@ -518,77 +519,35 @@ def term_pairs(dictionary: BilingualDictionary) -> pa.Table:
 
 
 def read_sentence_pairs(path: str | Path) -> tuple[pa.Table, ReadReport]:
-    """Parallel text -> SENTENCE_PAIRS: ``X.ko``+``X.en`` line-aligned files (give either), TSV (Tatoeba's
-    en<TAB>ko<TAB>attribution or ko<TAB>en; orientation by Hangul), or JSONL with ko/en fields."""
+    """Parallel text -> SENTENCE_PAIRS through the raysparse.data readers, picking the reader from the file.
+
+    ``X.ko``/``X.en`` line-aligned files (give either), JSONL with ko/en fields, Tatoeba's en<TAB>ko<TAB>attribution
+    (recognised by an English first column) or ko<TAB>en TSV with an optional header.
+    """
+    from raysparse.data.bilingual import (
+        read_parallel_jsonl,
+        read_parallel_text,
+        read_parallel_tsv,
+        read_tatoeba,
+    )
+
     path = Path(path)
-    report = ReadReport(str(path))
-    ko_list: list[str] = []
-    en_list: list[str] = []
-
-    def keep(ko: str, en: str) -> None:
-        ko, en = ko.strip(), en.strip()
-        if not ko or not en:
-            report.skip("empty korean or english side")
-            return
-        ko_list.append(ko)
-        en_list.append(en)
-        report.read += 1
-
     if path.suffix in (".ko", ".en"):
         ko_path, en_path = path.with_suffix(".ko"), path.with_suffix(".en")
         for p in (ko_path, en_path):
             if not p.is_file():
                 raise FileNotFoundError(f"parallel text {path}: missing the aligned file {p}")
-        ko_lines = ko_path.read_text(encoding="utf-8-sig").splitlines()
-        en_lines = en_path.read_text(encoding="utf-8-sig").splitlines()
-        if len(ko_lines) != len(en_lines):
-            raise DictionaryFormatError(
-                f"parallel text {ko_path} has {len(ko_lines)} lines but {en_path} has {len(en_lines)}; "
-                "line-aligned files must have equal length"
-            )
-        for ko, en in zip(ko_lines, en_lines, strict=True):
-            keep(ko, en)
-        source = ko_path.with_suffix("").name
-    elif not path.is_file():
+        return read_parallel_text(ko_path, en_path)
+    if not path.is_file():
         raise FileNotFoundError(f"parallel text file not found: {path}")
-    elif path.suffix == ".jsonl":
-        source = path.name
-        with path.open(encoding="utf-8-sig") as fh:
-            for lineno, line in enumerate(fh, 1):
-                if not line.strip():
-                    continue
-                try:
-                    item = json.loads(line)
-                except json.JSONDecodeError as err:
-                    raise DictionaryFormatError(f"{path}:{lineno}: invalid JSON: {err.msg}") from None
-                where = f"{path}:{lineno}"
-                if not isinstance(item, dict):
-                    raise DictionaryFormatError(f"{where}: expected an object with 'ko' and 'en' fields")
-                ko = _first_field(item, ("ko", "korean", "kor"), where, "ko")
-                en = _first_field(item, ("en", "english", "eng"), where, "en")
-                if not isinstance(ko, str) or not isinstance(en, str):
-                    raise DictionaryFormatError(f"{where}: fields 'ko' and 'en' must be strings")
-                keep(ko, en)
-    else:
-        source = path.name
-        for lineno, line in enumerate(path.read_text(encoding="utf-8-sig").splitlines(), 1):
-            if not line.strip():
-                continue
-            cols = line.split("\t")
-            if len(cols) < 2:
-                raise DictionaryFormatError(
-                    f"{path}:{lineno}: missing field 'english'/'korean': expected two tab-separated sentences"
-                )
-            a, b = cols[0], cols[1]
-            a_ko, b_ko = bool(_HANGUL.search(a)), bool(_HANGUL.search(b))
-            if a_ko == b_ko:
-                report.skip("cannot tell the korean side (both or neither column has Hangul)")
-                continue
-            keep(a, b) if a_ko else keep(b, a)
-    table = pa.Table.from_pydict(
-        {"ko": ko_list, "en": en_list, "source": [source] * len(ko_list)}, schema=SENTENCE_PAIRS
-    )
-    return table, report
+    if path.suffix == ".jsonl":
+        return read_parallel_jsonl(path)
+    with path.open(encoding="utf-8-sig") as fh:
+        first = next((line for line in fh if line.strip()), "")
+    cols = first.rstrip("\n").split("\t")
+    if len(cols) >= 2 and not _HANGUL.search(cols[0]) and _HANGUL.search(cols[1]):
+        return read_tatoeba(path)
+    return read_parallel_tsv(path)
 
 
 def sentence_pairs(paths: Iterable[str | Path]) -> tuple[pa.Table, list[ReadReport]]:

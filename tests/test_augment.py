@@ -29,6 +29,7 @@ from raysparse.augment import (
     term_pairs,
 )
 from raysparse.config import AugmentConfig
+from raysparse.data.errors import DataFormatError
 from raysparse.schemas import SENTENCE_PAIRS, TERM_PAIRS, TRIPLES
 
 KENGDIC = "bilingual/kengdic/ezcorean_6000.tsv"
@@ -94,6 +95,10 @@ def _triples_from_msmarco(shared_data: Path, n: int) -> pa.Table:
     return pa.Table.from_pylist(rows, schema=TRIPLES)
 
 
+def _has_hangul(text: str) -> bool:
+    return any("\uac00" <= ch <= "\ud7a3" for ch in text)
+
+
 # --- dictionary --------------------------------------------------------------------------------------------------
 
 
@@ -155,6 +160,23 @@ def test_synonym_json_formats_and_roundtrip(tmp_path: Path, shared_data: Path):
     loaded = BilingualDictionary.load(tmp_path / "dict.json")
     assert loaded.to_table().equals(d.to_table())
     assert loaded.lookup_ko("의사") == d.lookup_ko("의사")
+
+
+def test_shipped_sample_glossary_through_data_package(kiwi):
+    """The main job's path: raysparse.data's sample TERM_PAIRS merged with add_table, then code-switched."""
+    from raysparse.data import load_sample, sample_bilingual
+
+    terms, _ = sample_bilingual()
+    d = BilingualDictionary()
+    d.add_table(terms)
+    assert len(d) == terms.num_rows and d.reports[-1].num_skipped == 0
+    assert d.lookup_ko("검색엔진") == ["search engine"]  # multi-word Korean entry, spacing ignored
+    assert code_switch_variants("검색 엔진을 만든다", d, kiwi) == [
+        "search engine을 만든다"
+    ]  # 엔진을: consonant
+    queries = load_sample().queries.column("text").to_pylist()
+    variants = code_switch_batch(queries, d, kiwi, max_variants=2)
+    assert sum(1 for v in variants if v) > len(queries) // 2
 
 
 @pytest.mark.parametrize(
@@ -340,14 +362,19 @@ def test_sentence_pairs_formats(tmp_path: Path, shared_data: Path):
     assert tatoeba.read + tatoeba.num_skipped == 5749 and news.read + news.num_skipped == 1000
     assert table.num_rows == tatoeba.read + news.read
     first = table.slice(0, 1).to_pylist()[0]
-    assert first == {"ko": "가.", "en": "Go.", "source": "kor.txt"}  # Tatoeba's en<TAB>ko<TAB>attribution
+    assert (first["ko"], first["en"]) == ("가.", "Go.")  # Tatoeba's en<TAB>ko<TAB>attribution, Korean first
+    assert "tatoeba.org" in first["source"]  # CC BY attribution kept
     jsonl = tmp_path / "pairs.jsonl"
     jsonl.write_text('{"en": "Hello", "ko": "안녕"}\n{"en": "", "ko": "빈"}\n', encoding="utf-8")
     t, r = read_sentence_pairs(jsonl)
-    assert t.num_rows == 1 and r.skipped == {"empty korean or english side": 1}
+    assert t.num_rows == 1 and r.num_skipped == 1
+    sample, _ = read_sentence_pairs(
+        Path(__file__).resolve().parents[1] / "raysparse/resources/sample/parallel.tsv"
+    )
+    assert sample.num_rows > 100 and all(_has_hangul(k) for k in sample.column("ko").to_pylist())
     (tmp_path / "x.ko").write_text("하나\n둘\n", encoding="utf-8")
     (tmp_path / "x.en").write_text("one\n", encoding="utf-8")
-    with pytest.raises(DictionaryFormatError, match=r"x\.ko has 2 lines but .*x\.en has 1"):
+    with pytest.raises(DataFormatError, match=r"x\.ko has 2 lines but .*x\.en has 1"):
         read_sentence_pairs(tmp_path / "x.en")
 
 

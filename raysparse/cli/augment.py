@@ -62,12 +62,12 @@ def run(args: argparse.Namespace) -> int:
     from raysparse.augment import (
         AugmentReport,
         BilingualDictionary,
-        DictionaryFormatError,
         augment_triples_file,
         code_switch_batch,
         iter_query_file,
         sentence_pairs,
     )
+    from raysparse.data.errors import DataFormatError
 
     extra = []
     if args.max_variants is not None:
@@ -119,7 +119,7 @@ def run(args: argparse.Namespace) -> int:
         report = augment_triples_file(
             args.triples, dictionary, cfg, out_dir / "triples", use_ray=not args.no_ray
         )
-    except (DictionaryFormatError, FileNotFoundError) as err:
+    except (DataFormatError, FileNotFoundError) as err:
         print(f"raysparse augment: {err}", file=sys.stderr)
         return 2
 
