@@ -487,3 +487,21 @@ def test_bilingual_bad_input(tmp_path: Path):
     _write_jsonl(tmp_path / "p.jsonl", [{"en": "x", "ko": "엑스"}, {"en": "y"}])
     with pytest.raises(DataFormatError, match=r"p\.jsonl line 2: field 'ko' is missing"):
         read_parallel_jsonl(tmp_path / "p.jsonl")
+
+
+def test_bom_line_separators_and_timezones(tmp_path: Path):
+    # A BOM-marked JSONL (Windows editors) reads like any other.
+    (tmp_path / "bom.jsonl").write_text(
+        '\ufeff{"id": "1", "text": "검색", "t": "2024-03-01T09:00:00+09:00"}\n', "utf-8"
+    )
+    data = read_jsonl(tmp_path / "bom.jsonl", date_field="t")
+    assert data.corpus["doc_id"].to_pylist() == ["1"]
+    assert data.corpus["date"].to_pylist() == [datetime(2024, 3, 1, 0, 0)]  # stored as UTC
+    # U+2028 inside a sentence must not split it (str.splitlines would, and shift the pairs).
+    (tmp_path / "x.ko").write_text("첫 문장\u2028계속\n둘째 문장\n", encoding="utf-8")
+    (tmp_path / "x.en").write_text("first sentence, continued\r\nsecond sentence\r\n", encoding="utf-8")
+    pairs, report = read_parallel_text(tmp_path / "x.ko", tmp_path / "x.en")
+    assert pairs["en"].to_pylist() == ["first sentence, continued", "second sentence"]
+    assert report.read == 2
+    with pytest.raises(FileNotFoundError, match="prototype directory"):
+        read_prototype(tmp_path / "missing")

@@ -48,7 +48,8 @@ class _PairCollector:
 
 
 def _tsv_rows(path: Path) -> Iterable[tuple[int, list[str]]]:
-    with path.open(encoding="utf-8", newline="") as fh:
+    """(line number, fields) of the non-blank, non-comment lines of a UTF-8 (optionally BOM-marked) TSV."""
+    with path.open(encoding="utf-8-sig", newline="") as fh:
         for line_no, line in enumerate(fh, 1):
             line = line.rstrip("\r\n")
             if not line.strip() or line.startswith("#"):
@@ -150,11 +151,22 @@ def read_synonym_json(path: str | Path):
     return pairs.table(TERM_PAIRS), report
 
 
+def _lines(path: Path) -> list[str]:
+    """Lines split on ``\\n`` only: ``str.splitlines`` also splits on U+2028 and friends, which would shift one
+    side of a parallel corpus against the other."""
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as err:
+        raise DataFormatError(f"{path}: not UTF-8 text (byte {err.start}): {err.reason}") from None
+    if text.endswith("\n"):
+        text = text[:-1]
+    return [line.rstrip("\r") for line in text.split("\n")] if text else []
+
+
 def read_parallel_text(ko_path: str | Path, en_path: str | Path):
     """Line-aligned parallel text (``x.ko`` / ``x.en``) -> ``(SENTENCE_PAIRS, ReadReport)``; line counts must agree."""
     ko_path, en_path = Path(ko_path), Path(en_path)
-    ko_lines = ko_path.read_text(encoding="utf-8").splitlines()
-    en_lines = en_path.read_text(encoding="utf-8").splitlines()
+    ko_lines, en_lines = _lines(ko_path), _lines(en_path)
     if len(ko_lines) != len(en_lines):
         raise DataFormatError(
             f"{ko_path} has {len(ko_lines)} lines but {en_path} has {len(en_lines)}: parallel files must be "

@@ -8,7 +8,7 @@ import logging
 import re
 import unicodedata
 from collections.abc import Iterator
-from datetime import datetime
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -57,7 +57,7 @@ def detect_lang(text: str | None) -> str | None:
 def load_json(path: Path) -> Any:
     """``json.load`` whose errors name the file and the position (truncated files included)."""
     try:
-        with path.open(encoding="utf-8") as fh:
+        with path.open(encoding="utf-8-sig") as fh:
             return json.load(fh)
     except json.JSONDecodeError as err:
         raise DataFormatError(
@@ -68,8 +68,11 @@ def load_json(path: Path) -> Any:
 
 
 def iter_jsonl(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
-    """Yield ``("<file> line N", object)`` for each non-blank line; bad lines raise naming file and line."""
-    with path.open(encoding="utf-8") as fh:
+    """Yield ``("<file> line N", object)`` for each non-blank line; bad lines raise naming file and line.
+
+    ``utf-8-sig`` so that files saved by Windows editors (with a byte-order mark) read like any other.
+    """
+    with path.open(encoding="utf-8-sig") as fh:
         line_no = 0
         while True:
             try:
@@ -133,7 +136,7 @@ def parse_date(value: Any, where: str, field_name: str) -> datetime | None:
     if isinstance(value, datetime):
         return value.replace(tzinfo=None)
     if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return datetime.utcfromtimestamp(value)
+        return datetime.fromtimestamp(value, tz=timezone.utc).replace(tzinfo=None)
     text = str(value).strip()
     for fmt in _DATE_FORMATS:
         try:
@@ -145,7 +148,7 @@ def parse_date(value: Any, where: str, field_name: str) -> datetime | None:
     except ValueError:
         raise DataFormatError(f"{where}: field {field_name!r} is not a date: {text[:40]!r}") from None
     if parsed.tzinfo is not None:
-        parsed = parsed.astimezone(tz=None).replace(tzinfo=None)
+        parsed = parsed.astimezone(timezone.utc).replace(tzinfo=None)
     return parsed
 
 

@@ -109,7 +109,7 @@ def read_beir(beir_dir: str | Path, split: str = "test") -> RetrievalData:
     qrels: list[dict[str, Any]] = []
     judged: set[str] = set()
     seen_pairs: set[tuple[str, str]] = set()
-    with paths["qrels"].open(encoding="utf-8", newline="") as fh:
+    with paths["qrels"].open(encoding="utf-8-sig", newline="") as fh:
         for line_no, fields in enumerate(csv.reader(fh, delimiter="\t"), 1):
             where = f"{paths['qrels']} line {line_no}"
             if not fields or not "".join(fields).strip():
@@ -641,9 +641,9 @@ def read_line_corpus(path: str | Path, date: datetime | str | None = None) -> Re
         when = parse_date(date, str(path), "date")
     report = ReadReport(str(path))
     corpus = CorpusBuilder(report)
-    with path.open(encoding="utf-8") as fh:
+    with path.open(encoding="utf-8-sig", newline="\n") as fh:
         for line_no, line in enumerate(fh, 1):
-            text = line.rstrip("\n")
+            text = line.rstrip("\r\n")
             if not text.strip():
                 report.skip("empty document text")
                 continue
@@ -735,8 +735,13 @@ def read_prototype(root: str | Path) -> RetrievalData:
     (:mod:`raysparse.data.safe_pickle`). Synonym files are read by :func:`raysparse.data.read_prototype_synonyms`.
     """
     root = _existing(root, "prototype directory")
-    doc_files = sorted(root.rglob("documents.json")) if root.is_dir() else []
-    pair_files = sorted(root.rglob("*.pkl")) + sorted(root.rglob("*.pickle")) if root.is_dir() else [root]
+    if root.is_dir():
+        doc_files = sorted(root.rglob("documents.json"))
+        pair_files = sorted(root.rglob("*.pkl")) + sorted(root.rglob("*.pickle"))
+    elif root.suffix == ".json":  # a single documents file
+        doc_files, pair_files = [root], []
+    else:  # a single pair pickle
+        doc_files, pair_files = [], [root]
     if not doc_files and not pair_files:
         raise FileNotFoundError(f"{root}: no documents.json and no pair pickles (*.pkl) found")
     parts = [read_prototype_documents(f) for f in doc_files]
