@@ -26,7 +26,6 @@ import contextlib
 import functools
 import json
 import logging
-import math
 import os
 import shutil
 import socket
@@ -490,36 +489,12 @@ class TorchBackend:
 # ----------------------------------------------------------------------------------------------------------------
 
 
-def ndcg_at_k(
-    scores: np.ndarray, query_ids: Sequence[str], doc_ids: Sequence[str], qrels: pa.Table, k: int = 10
-) -> float:
-    """Mean nDCG@k of a dense (queries x docs) score matrix against graded qrels (queries without qrels skipped)."""
-    rel: dict[str, dict[str, int]] = {}
-    for q, d, s in zip(
-        qrels.column("query_id").to_pylist(),
-        qrels.column("doc_id").to_pylist(),
-        qrels.column("score").to_pylist(),
-        strict=True,
-    ):
-        if s > 0:
-            rel.setdefault(q, {})[d] = int(s)
-    values = []
-    k_eff = min(k, scores.shape[1])
-    for i, qid in enumerate(query_ids):
-        judged = rel.get(qid)
-        if not judged:
-            continue
-        top = np.argsort(-scores[i], kind="stable")[:k_eff]
-        dcg = sum((2 ** judged.get(doc_ids[j], 0) - 1) / math.log2(r + 2) for r, j in enumerate(top))
-        ideal = sorted(judged.values(), reverse=True)[:k_eff]
-        idcg = sum((2**g - 1) / math.log2(r + 2) for r, g in enumerate(ideal))
-        values.append(dcg / idcg if idcg else 0.0)
-    return float(np.mean(values)) if values else 0.0
-
-
 def evaluate_dev(model: Any, dev: RetrievalData, k: int = 10, batch_size: int = 32) -> dict[str, float]:
-    """nDCG@k of ``model`` on a (small) dev collection, by exhaustive scoring: fine for validation-sized sets."""
+    """nDCG/MRR/recall@k of ``model`` on a (small) dev collection, by exhaustive scoring (validation-sized sets;
+    the evaluation stage uses an inverted index). Metrics are :func:`raysparse.evaluate.compute_metrics`'s."""
     import torch
+
+    from raysparse.evaluate import compute_metrics, qrels_from_table
 
     titles = dev.corpus.column("title").to_pylist()
     texts = dev.corpus.column("text").to_pylist()
@@ -534,9 +509,17 @@ def evaluate_dev(model: Any, dev: RetrievalData, k: int = 10, batch_size: int = 
             q = _as_dense(model.encode_queries(dev.queries.column("text").to_pylist(), batch_size=batch_size))
     finally:
         model.train(was_training)
-    scores = (q @ d.T).numpy()
+    scores = q @ d.T
+    depth = min(100, scores.shape[1])
+    top_scores, top_index = torch.topk(scores, depth, dim=1)
+    run = {
+        qid: {doc_ids[j]: float(v) for v, j in zip(row_s.tolist(), row_i.tolist(), strict=True)}
+        for qid, row_s, row_i in zip(query_ids, top_scores, top_index, strict=True)
+    }
+    # @10 always: it is the checkpoint-ranking and early-stopping metric (VAL_METRIC) whatever eval.k says
+    result = compute_metrics(run, qrels_from_table(dev.qrels), ks=sorted({10, k}))
     return {
-        f"val/ndcg@{k}": ndcg_at_k(scores, query_ids, doc_ids, dev.qrels, k),
+        **{f"val/{name}": float(value) for name, value in result.metrics.items()},
         "val/active_terms_query": float((q > 0).sum(1).float().mean()),
         "val/active_terms_doc": float((d > 0).sum(1).float().mean()),
     }
@@ -567,8 +550,11 @@ class LoopIO:
 
 
 def _training_module(encoder: Any) -> torch.nn.Module:
-    """Wrap the encoder so queries and documents both go through ``forward`` (DeepSpeed/DDP only see ``forward``:
-    calling ``encoder.query_forward`` directly would bypass ZeRO-3's parameter gathering and DDP's gradient sync)."""
+    """Wrap the encoder so one ``forward`` call encodes queries, documents and parallel pairs of a micro-batch.
+
+    Why one call: DeepSpeed and DDP only instrument ``forward`` (calling ``encoder.query_forward`` directly would
+    bypass ZeRO-3's parameter gathering), and DDP expects one forward per backward.
+    """
     import torch
 
     class QueryDocEncoder(torch.nn.Module):
@@ -577,11 +563,21 @@ def _training_module(encoder: Any) -> torch.nn.Module:
             self.encoder = encoder
 
         def forward(
-            self, input_ids: torch.Tensor, attention_mask: torch.Tensor, is_query: bool = False
-        ) -> torch.Tensor:
-            if is_query:
-                return self.encoder.query_forward(input_ids, attention_mask)
-            return self.encoder(input_ids, attention_mask)
+            self,
+            q_ids: torch.Tensor,
+            q_mask: torch.Tensor,
+            d_ids: torch.Tensor,
+            d_mask: torch.Tensor,
+            ko_ids: torch.Tensor | None = None,
+            ko_mask: torch.Tensor | None = None,
+            en_ids: torch.Tensor | None = None,
+            en_mask: torch.Tensor | None = None,
+        ) -> tuple[torch.Tensor, ...]:
+            q = self.encoder.query_forward(q_ids, q_mask)
+            d = self.encoder(d_ids, d_mask)
+            if ko_ids is None:
+                return q, d
+            return q, d, self.encoder(ko_ids, ko_mask), self.encoder(en_ids, en_mask)
 
     return QueryDocEncoder(encoder)
 
@@ -589,9 +585,13 @@ def _training_module(encoder: Any) -> torch.nn.Module:
 WRAPPER_PREFIX = "encoder."  # state-dict prefix the training wrapper adds
 
 
-def _forward(backend: Any, ids: torch.Tensor, mask: torch.Tensor, *, is_query: bool) -> torch.Tensor:
-    """Run the encoder through the engine (so ZeRO hooks and DDP sync fire) and return fp32 representations."""
-    return backend(ids.to(backend.device), mask.to(backend.device), is_query=is_query).float()
+def _forward(backend: Any, batch: dict[str, Any], pairs: dict[str, Any] | None) -> list[torch.Tensor]:
+    """Run the wrapped encoder through the engine (ZeRO hooks, DDP sync); fp32 representations out."""
+    names = ["q_ids", "q_mask", "d_ids", "d_mask"]
+    tensors = [batch[n].to(backend.device) for n in names]
+    if pairs is not None:
+        tensors += [pairs[n].to(backend.device) for n in ("ko_ids", "ko_mask", "en_ids", "en_mask")]
+    return [r.float() for r in backend(*tensors)]
 
 
 def _flops(q: torch.Tensor, d: torch.Tensor) -> float:
@@ -727,7 +727,7 @@ def run_loop(config: dict[str, Any], io: LoopIO) -> list[dict[str, Any]]:
         from tqdm.auto import tqdm
 
         bar = tqdm(total=tc.max_steps, initial=state["step"], desc="train", unit="step", mininterval=5)
-    stop = False
+    stop = bool(state.get("stopped"))  # a run that stopped early stays stopped when resumed
     while state["step"] < tc.max_steps and not stop:
         step = state["step"]
         t0 = time.perf_counter()
@@ -739,8 +739,13 @@ def run_loop(config: dict[str, Any], io: LoopIO) -> list[dict[str, Any]]:
                 len(examples), tc.batch_size, seed=tc.seed, micro_step=micro_step, rank=rank, world_size=world
             )
             batch = collator.examples(examples, rows)
-            q = _forward(backend, batch["q_ids"], batch["q_mask"], is_query=True)
-            d = _forward(backend, batch["d_ids"], batch["d_mask"], is_query=False)
+            pairs = (
+                collator.pairs(term_pairs, sentence_pairs, tc.batch_size, micro_step=micro_step, rank=rank)
+                if beta_on
+                else None
+            )
+            reps = _forward(backend, batch, pairs)
+            q, d = reps[0], reps[1]
             n_pos = batch["num_positives"]
             pos = d[:n_pos]
             neg = d[n_pos:].reshape(n_pos, -1, d.shape[-1]) if d.shape[0] > n_pos else None  # (B, N, V)
@@ -749,14 +754,8 @@ def run_loop(config: dict[str, Any], io: LoopIO) -> list[dict[str, Any]]:
                 kwargs["teacher_pos"] = batch["teacher_pos"].to(q.device)
                 if batch["teacher_neg"] is not None:
                     kwargs["teacher_neg"] = batch["teacher_neg"].to(q.device)
-            pairs = (
-                collator.pairs(term_pairs, sentence_pairs, tc.batch_size, micro_step=micro_step, rank=rank)
-                if beta_on
-                else None
-            )
             if pairs is not None:
-                kwargs["ko"] = _forward(backend, pairs["ko_ids"], pairs["ko_mask"], is_query=False)
-                kwargs["en"] = _forward(backend, pairs["en_ids"], pairs["en_mask"], is_query=False)
+                kwargs["ko"], kwargs["en"] = reps[2], reps[3]
             out = loss_fn(q, pos, neg, **kwargs)
             loss = out["loss"]
             if not torch.isfinite(loss):
@@ -796,6 +795,7 @@ def run_loop(config: dict[str, Any], io: LoopIO) -> list[dict[str, Any]]:
                 state["bad_evals"] += 1
                 if tc.early_stopping_patience and state["bad_evals"] >= tc.early_stopping_patience:
                     stop = True
+                    state["stopped"] = True
                     want_ckpt = True
                     if rank == 0:
                         log.info(
@@ -1083,8 +1083,6 @@ def train_single_process(
     Checkpoints go to ``out_dir/checkpoints/step_<N>``; with ``resume`` the latest one is loaded first.
     DeepSpeed needs the torch.distributed environment variables; they are set here unless already present.
     """
-    import torch.distributed as dist
-
     tc = cfg.train
     _default_env(tc.use_gpu)
     deepspeed_config(tc)
@@ -1112,14 +1110,12 @@ def train_single_process(
         shutil.copytree(directory, target)
         reported.append((str(target), dict(metrics)))
 
-    try:
-        history = run_loop(
-            _loop_config(cfg, triples_path, dev, out, backbone, term_pairs, sentence_pairs, None),
-            LoopIO(0, 1, checkpoint_dir, report),
-        )
-    finally:
-        if dist.is_initialized():
-            dist.destroy_process_group()
+    # The process group DeepSpeed creates is left in place: DeepSpeed caches it (deepspeed.comm), so destroying it
+    # would break the next call in this process; a world of one holds no resources worth freeing.
+    history = run_loop(
+        _loop_config(cfg, triples_path, dev, out, backbone, term_pairs, sentence_pairs, None),
+        LoopIO(0, 1, checkpoint_dir, report),
+    )
     if not reported:
         raise RuntimeError("training reported no checkpoint")
     best_path, best_metrics = _pick_best(reported)
