@@ -38,7 +38,7 @@ class DataConfig(_Section):
     dev_format: Literal["sample", "beir", "squad", "msmarco", "jsonl", "parquet", "prototype"] | None = None
     dev_path: str | None = None
     # field names for plain JSONL/Parquet sources
-    id_field: str = "id"
+    id_field: str | None = "id"  # null (or --set data.id_field=null) = ids hashed from the text
     text_field: str = "text"
     title_field: str = "title"
     query_field: str = "query"
