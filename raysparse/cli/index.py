@@ -1,0 +1,145 @@
+"""``raysparse index``: encode a corpus with a trained SparseEncoder on Ray Data and bulk-index it into OpenSearch."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+
+from raysparse.cli import add_config_args, config_from_args
+from raysparse.config import ConfigError
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "index",
+        help="encode a corpus and bulk-index it into OpenSearch",
+        description=(
+            "Create the index (rank_features + pre-analysed BM25 field) when missing, encode every document with "
+            "--model on a Ray Data actor pool and bulk-index with stable ids (re-running overwrites, never "
+            "duplicates). Prints the report: indexed, failed (with OpenSearch's reasons), skipped, term fixes. "
+            "--url/--index set opensearch.url/opensearch.index; auth and TLS come from the config (opensearch.*)."
+        ),
+    )
+    parser.add_argument("--url", help="OpenSearch URL (opensearch.url), e.g. http://127.0.0.1:9200")
+    parser.add_argument("--index", help="index name (opensearch.index)")
+    parser.add_argument(
+        "--model", metavar="DIR", help="SparseEncoder directory (save_pretrained / export output)"
+    )
+    parser.add_argument(
+        "--lexical",
+        action="store_true",
+        help="no model: index model-free lexical term weights (raysparse.opensearch.lexical_term_weights)",
+    )
+    source = parser.add_argument_group("data (default: data.format/data.path of the config)")
+    source.add_argument(
+        "--beir", metavar="DIR", help="a BEIR directory (corpus.jsonl, queries.jsonl, qrels/)"
+    )
+    source.add_argument("--data-format", help="any format raysparse.data.load_source reads (data.format)")
+    source.add_argument("--data-path", metavar="PATH", help="file or directory for --data-format (data.path)")
+    parser.add_argument(
+        "--bm25-analyzer",
+        choices=["bigram", "kiwi"],
+        default="bigram",
+        help="pre-analysis for the BM25 field (whitespace-analysed in OpenSearch); default bigram",
+    )
+    parser.add_argument(
+        "--bm25-mode",
+        choices=["whitespace", "nori", "standard"],
+        default="whitespace",
+        help="whitespace = raysparse's pre-analysed tokens; nori needs the analysis-nori plugin",
+    )
+    parser.add_argument("--top-k", type=int, help="keep at most K terms per document (default: all > 0)")
+    parser.add_argument("--recreate", action="store_true", help="drop and recreate the index first")
+    parser.add_argument("--actors", type=int, default=1, help="encoder actors (Ray Data actor pool size)")
+    parser.add_argument(
+        "--cpus-per-actor", type=float, default=1.0, help="CPUs per encoder actor (fractional ok)"
+    )
+    parser.add_argument("--batch-size", type=int, default=32, help="documents per encoder batch")
+    parser.add_argument("--no-ray", action="store_true", help="encode in this process instead of on Ray Data")
+    parser.add_argument("--json", action="store_true", help="print the report as JSON")
+    add_config_args(parser)
+    parser.set_defaults(func=run)
+
+
+def overrides_from_args(args: argparse.Namespace) -> list[str]:
+    overrides: list[str] = []
+    if args.beir and (args.data_format or args.data_path):
+        raise ConfigError("use either --beir DIR or --data-format/--data-path, not both")
+    if args.beir:
+        overrides += ["data.format=beir", f"data.path={args.beir}"]
+    if args.data_format:
+        overrides.append(f"data.format={args.data_format}")
+    if args.data_path:
+        overrides.append(f"data.path={args.data_path}")
+    if args.url:
+        overrides.append(f"opensearch.url={args.url}")
+    if args.index:
+        overrides.append(f"opensearch.index={args.index}")
+    return overrides
+
+
+def run(args: argparse.Namespace) -> int:
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    cfg = config_from_args(args, overrides_from_args(args))
+    if bool(args.model) == bool(args.lexical):
+        raise ConfigError("give exactly one of --model DIR or --lexical")
+
+    from raysparse.data import load_source
+    from raysparse.opensearch import (
+        OpenSearchError,
+        create_index,
+        index_corpus,
+        index_documents,
+        index_mapping,
+        lexical_encoder_factory,
+        make_client,
+        model_encoder_factory,
+    )
+
+    data = load_source(cfg.data)
+    for report in data.reports:
+        print(report, file=sys.stderr)
+    print(f"data: {data.summary()}", file=sys.stderr)
+    factory = (
+        model_encoder_factory(args.model, top_k=args.top_k)
+        if args.model
+        else lexical_encoder_factory("bigram")
+    )
+    try:
+        if args.no_ray:
+            client = make_client(cfg.opensearch)
+            with_date = data.corpus.column("date").null_count < data.corpus.num_rows
+            mapping = index_mapping(with_date=with_date, bm25_mode=args.bm25_mode)
+            create_index(client, cfg.opensearch.index, mapping, recreate=args.recreate)
+            report = index_documents(
+                client,
+                cfg.opensearch.index,
+                data.corpus.to_pylist(),
+                factory(),
+                bm25_analyzer=args.bm25_analyzer if args.bm25_mode == "whitespace" else None,
+                batch_size=args.batch_size,
+                bulk_batch_size=cfg.opensearch.bulk_batch_size,
+                max_retries=cfg.opensearch.max_retries,
+            )
+        else:
+            from raysparse.ray_utils import init_ray
+
+            init_ray(cfg.ray.address)
+            report = index_corpus(
+                data,
+                factory,
+                cfg.opensearch,
+                bm25_analyzer=args.bm25_analyzer,
+                bm25_mode=args.bm25_mode,
+                recreate=args.recreate,
+                batch_size=args.batch_size,
+                num_actors=args.actors,
+                num_cpus_per_actor=args.cpus_per_actor,
+            )
+    except OpenSearchError as err:
+        print(f"raysparse index: {err}", file=sys.stderr)
+        return 1
+    print(json.dumps(report.as_dict(), ensure_ascii=False, indent=2) if args.json else report)
+    return 1 if report.failed else 0

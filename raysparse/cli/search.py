@@ -1,0 +1,99 @@
+"""``raysparse search``: query an OpenSearch index and show each hit's matched terms and weights."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from raysparse.cli import add_config_args, config_from_args
+from raysparse.config import ConfigError
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "search",
+        help="query OpenSearch and show the matched terms",
+        description=(
+            "Run one query against an index built by `raysparse index`: sparse (rank_feature / neural_sparse with "
+            "the model's query term weights), bm25 (pre-analysed BM25 field) or hybrid (min-max normalised, "
+            "weighted sum). Each hit lists the matched terms as token query-weight x doc-weight."
+        ),
+    )
+    parser.add_argument("query", help='the query text, e.g. "한국어 검색 모델"')
+    parser.add_argument("--url", help="OpenSearch URL (opensearch.url)")
+    parser.add_argument("--index", help="index name (opensearch.index)")
+    parser.add_argument("--model", metavar="DIR", help="SparseEncoder directory (query side)")
+    parser.add_argument("--lexical", action="store_true", help="model-free lexical query weights instead")
+    parser.add_argument("--mode", choices=["sparse", "bm25", "hybrid"], default="sparse")
+    parser.add_argument("--bm25-analyzer", choices=["bigram", "kiwi"], default="bigram")
+    parser.add_argument("--bm25-weight", type=float, default=0.3, help="hybrid: weight of the BM25 list")
+    parser.add_argument("-k", "--size", type=int, default=10, help="hits to show")
+    parser.add_argument("--terms", type=int, default=8, help="matched terms to show per hit")
+    parser.add_argument("--json", action="store_true", help="print hits as JSON lines")
+    add_config_args(parser)
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    overrides = [f"opensearch.url={args.url}"] if args.url else []
+    overrides += [f"opensearch.index={args.index}"] if args.index else []
+    cfg = config_from_args(args, overrides)
+    if args.mode != "bm25" and bool(args.model) == bool(args.lexical):
+        raise ConfigError(f"--mode {args.mode} needs exactly one of --model DIR or --lexical")
+
+    from raysparse.opensearch import (
+        OpenSearchError,
+        lexical_term_weights,
+        make_client,
+        model_query_encoder,
+        search,
+    )
+
+    encoder = None
+    if args.model:
+        encoder = model_query_encoder(args.model)
+    elif args.lexical:
+        encoder = lexical_term_weights
+    client = make_client(cfg.opensearch)
+    if not client.indices.exists(index=cfg.opensearch.index):
+        print(f"raysparse search: no index {cfg.opensearch.index!r} at {cfg.opensearch.url}", file=sys.stderr)
+        return 1
+    try:
+        hits = search(
+            client,
+            cfg.opensearch.index,
+            args.query,
+            encoder,
+            mode=args.mode,
+            size=args.size,
+            bm25_analyzer=args.bm25_analyzer,
+            bm25_weight=args.bm25_weight,
+        )
+    except OpenSearchError as err:
+        print(f"raysparse search: {err}", file=sys.stderr)
+        return 1
+    if not hits:
+        print("no hits")
+    for rank, hit in enumerate(hits, start=1):
+        terms = list(hit.matched.items())[: args.terms]
+        if args.json:
+            print(
+                json.dumps(
+                    {
+                        "rank": rank,
+                        "doc_id": hit.doc_id,
+                        "score": hit.score,
+                        "title": hit.title,
+                        "matched": dict(terms),
+                    },
+                    ensure_ascii=False,
+                )
+            )
+            continue
+        snippet = " ".join(hit.text.split())[:120]
+        print(f"{rank:>2}. {hit.score:9.4f}  {hit.doc_id}  {hit.title}")
+        print(f"    {snippet}")
+        if terms:
+            print("    " + "  ".join(f"{t} {qw:.2f}x{dw:.2f}" for t, (qw, dw) in terms))
+    return 0
