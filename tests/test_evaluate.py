@@ -9,6 +9,7 @@ import zlib
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute
 import pytest
 import scipy.sparse as sp
 
@@ -247,7 +248,12 @@ def test_cli_model_report_round_trip(shared_data, klue, tmp_path):
     from raysparse.evaluation import document_texts
     from raysparse.model import SparseEncoder
 
-    small = RetrievalData(klue.corpus, klue.queries.slice(0, 60), klue.qrels.slice(0, 60), klue.reports)
+    # 60 queries over their passages plus 40 others: small enough for CPU encoding, still a real ranking task.
+    qrels = klue.qrels.slice(0, 60)
+    judged = set(qrels.column("doc_id").to_pylist())
+    others = [d for d in klue.corpus.column("doc_id").to_pylist() if d not in judged][:40]
+    corpus = klue.corpus.filter(pa.compute.is_in(klue.corpus.column("doc_id"), pa.array([*judged, *others])))
+    small = RetrievalData(corpus, klue.queries.slice(0, 60), qrels, klue.reports)
     texts = document_texts(small) + small.queries.column("text").to_pylist()
     glossary = shared_data / "bilingual" / "python-docs-glossary" / "glossary_terms_en_ko.tsv"
     rows = [
