@@ -992,8 +992,12 @@ def augment_triples_file(
     cfg: AugmentConfig | None = None,
     out_dir: str | Path = "augmented",
     use_ray: bool = True,
+    num_actors: int | tuple[int, int] | None = None,
+    batch_size: int = 256,
 ) -> AugmentReport:
-    """Augment TRIPLES Parquet (file or directory) into ``out_dir`` (Parquet) and return the counts."""
+    """Augment TRIPLES Parquet (file or directory) into ``out_dir`` (Parquet) and return the counts.
+
+    ``use_ray=False`` runs the same batch function in this process (small inputs, debugging)."""
     import pyarrow.parquet as pq
 
     files, _ = find_triples_files(triples)
@@ -1008,7 +1012,7 @@ def augment_triples_file(
 
         init_ray()
         ds = ray.data.read_parquet([str(f) for f in files])
-        augment_dataset(ds, dictionary, cfg).write_parquet(str(out_dir))
+        augment_dataset(ds, dictionary, cfg, num_actors, batch_size=batch_size).write_parquet(str(out_dir))
         ids = pq.read_table(out_dir, columns=["query_id"]).column("query_id").to_pylist()
     else:
         from tqdm import tqdm
@@ -1017,7 +1021,7 @@ def augment_triples_file(
         for i, f in enumerate(tqdm(files, desc="augment", unit="file")):
             pf = pq.ParquetFile(f)
             with pq.ParquetWriter(out_dir / f"part-{i:05d}.parquet", TRIPLES) as writer:
-                for rb in pf.iter_batches(batch_size=1024):
+                for rb in pf.iter_batches(batch_size=batch_size):
                     out = augment_triples(pa.Table.from_batches([rb]), dictionary, cfg)
                     writer.write_table(out)
                     ids += out.column("query_id").to_pylist()

@@ -333,19 +333,22 @@ def test_ray_data_path_equals_in_process(
     if not ray.is_initialized():
         # address="local": a private 2-CPU instance even when someone's `ray start --head` runs on this machine.
         ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
-    triples = _triples_from_msmarco(shared_data, 120)
+    triples = _triples_from_msmarco(shared_data, 60)
     src = tmp_path / "mined"
     src.mkdir()
-    pq.write_table(triples.slice(0, 60), src / "a.parquet")
-    pq.write_table(triples.slice(60), src / "b.parquet")
+    pq.write_table(triples.slice(0, 30), src / "a.parquet")
+    pq.write_table(triples.slice(30), src / "b.parquet")
     pq.write_table(pa.table({"stat": [1]}), src / "mining_stats.parquet")  # not triples: skipped and counted
     cfg = AugmentConfig(max_variants_per_query=3, seed=11)
     local = augment_triples_file(src, shared_dictionary, cfg, tmp_path / "local", use_ray=False)
-    distributed = augment_triples_file(src, shared_dictionary, cfg, tmp_path / "ray", use_ray=True)
+    # Two actors and small batches, so rows really are split across processes.
+    distributed = augment_triples_file(
+        src, shared_dictionary, cfg, tmp_path / "ray", use_ray=True, num_actors=2, batch_size=8
+    )
     assert local.to_dict() == distributed.to_dict()
     a = pq.read_table(tmp_path / "local").sort_by("query_id")
     b = pq.read_table(tmp_path / "ray").cast(TRIPLES).sort_by("query_id")
-    assert a.num_rows == b.num_rows > 120
+    assert a.num_rows == b.num_rows > 60
     assert a.to_pylist() == b.to_pylist()
 
 
@@ -423,6 +426,19 @@ def test_cli_triples_and_queries(tmp_path: Path, shared_data: Path, capsys):
     lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert lines[0] == {"query": "보툴리눔 정의", "variants": ["보툴리눔 definition"]}
     assert lines[1]["variants"] == []
+
+    # The Ray job entry point runs from a plain checkout.
+    import subprocess
+    import sys
+
+    repo = Path(__file__).resolve().parents[1]
+    done = subprocess.run(
+        [sys.executable, str(repo / "jobs" / "augment.py"), "--help"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0 and "--shared-glossaries" in done.stdout
 
     bad = tmp_path / "bad.tsv"
     bad.write_text("ko\ten\n검색\n", encoding="utf-8")
