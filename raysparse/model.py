@@ -27,6 +27,7 @@ Query modes: ``"encoder"`` runs queries through the transformer like documents; 
 from __future__ import annotations
 
 import json
+import logging
 import math
 from collections.abc import Sequence
 from pathlib import Path
@@ -39,6 +40,8 @@ RAYSPARSE_JSON = "raysparse.json"
 QUERY_WEIGHTS_FILE = "query_weights.safetensors"
 QUERY_MODES = ("encoder", "inference_free")
 _FORMAT_VERSION = 1
+
+log = logging.getLogger(__name__)
 
 
 def _model_vocab_size(mlm: nn.Module) -> int:
@@ -98,12 +101,15 @@ class SparseEncoder(nn.Module):
             # A Parameter so a trainer can learn it (and it travels with state_dict); set requires_grad_(False) to
             # keep pure IDF weights.
             self.query_weights: nn.Parameter | None = nn.Parameter(query_weights)
+        elif query_mode == "inference_free":
+            # Uniform start, learned by training (the Parameter is in model.parameters()); IDF is a better start.
+            log.warning(
+                "query_mode='inference_free' without query_weights: starting from uniform weights 1.0 (learned in "
+                "training); pass query_weights=idf_weights(tokenizer, corpus) for an IDF start"
+            )
+            self.query_weights = nn.Parameter(torch.ones(self.vocab_size))
         else:
             self.query_weights = None
-        if query_mode == "inference_free" and self.query_weights is None:
-            raise ValueError(
-                "query_mode='inference_free' needs query_weights (e.g. idf_weights(tokenizer, corpus))"
-            )
 
     # ------------------------------------------------------------------ core tensor paths (traceable)
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:

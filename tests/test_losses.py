@@ -203,15 +203,16 @@ def _flops_worker(rank: int, world: int, port: int, full: torch.Tensor, out_dir:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     dist.init_process_group("gloo", rank=rank, world_size=world)
     try:
-        rows = full.shape[0] // world
-        local = full[rank * rows : (rank + 1) * rows].clone().requires_grad_()
+        bounds = [0, 4, full.shape[0]]  # unequal blocks (4 and 2 rows): gather must not pad into the mean
+        start, stop = bounds[rank], bounds[rank + 1]
+        local = full[start:stop].clone().requires_grad_()
         gathered = gather_for_flops(local)
         value = FlopsLoss()(local)["flops"]
         value.backward()
         # treat the full matrix as the shared "parameter": this rank's gradient touches only its rows, and
         # DDP / DeepSpeed average parameter gradients over ranks (all-reduce sum / world)
         grad = torch.zeros_like(full)
-        grad[rank * rows : (rank + 1) * rows] = local.grad
+        grad[start:stop] = local.grad
         dist.all_reduce(grad)
         torch.save(
             {"gathered": gathered.detach(), "value": value.detach(), "grad_mean": grad / world},

@@ -172,8 +172,10 @@ def test_inference_free_queries_use_only_token_weights(tokenizer, news_ko):
     torch.testing.assert_close(enc.encode_queries([query])[0], reps)
     assert not torch.allclose(enc.encode_documents([news_ko[0]]), docs_before)
 
-    with pytest.raises(ValueError, match="query_weights"):
-        make_encoder(tokenizer, query_mode="inference_free")
+    uniform = make_encoder(tokenizer, query_mode="inference_free")  # learned from a uniform start
+    assert uniform.query_weights.requires_grad
+    assert any(p is uniform.query_weights for p in uniform.parameters())
+    assert set(uniform.encode_queries([query])[0].unique().tolist()) == {0.0, 1.0}
     with pytest.raises(ValueError, match="query_mode"):
         make_encoder(tokenizer, query_mode="dense")
     with pytest.raises(ValueError, match="shape"):

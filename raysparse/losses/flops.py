@@ -50,8 +50,9 @@ def dist_world_size() -> int:
 def gather_for_flops(reps: torch.Tensor) -> torch.Tensor:
     """All-gather (b, V) rows from every rank into the global (W·b, V) batch, keeping the local rows' gradient.
 
-    Without an initialised process group (or with one rank) it returns ``reps`` unchanged. Every rank must pass the
-    same number of rows (Ray Train's per-worker batches are equal-sized; pad or drop the last batch otherwise).
+    Without an initialised process group (or with one rank) it returns ``reps`` unchanged. Ranks may hold different
+    numbers of rows (a last batch, a query without mined negatives): row counts are exchanged first and blocks are
+    padded for the collective, then trimmed, so padding never enters the mean.
     """
     import torch.distributed as dist
 
@@ -59,10 +60,19 @@ def gather_for_flops(reps: torch.Tensor) -> torch.Tensor:
         return reps
     world, rank = dist.get_world_size(), dist.get_rank()
     local = reps.contiguous()
-    gathered = [torch.empty_like(local) for _ in range(world)]
-    dist.all_gather(gathered, local.detach())
-    gathered[rank] = local  # the only autograd-connected block: gradients stay on the rank that owns the rows
-    return torch.cat(gathered, dim=0)
+    count = torch.tensor([local.shape[0]], device=local.device, dtype=torch.long)
+    counts = [torch.zeros_like(count) for _ in range(world)]
+    dist.all_gather(counts, count)
+    sizes = [int(c.item()) for c in counts]
+    longest = max(sizes)
+    padded = local.detach()
+    if local.shape[0] < longest:
+        padded = torch.cat([padded, padded.new_zeros(longest - local.shape[0], *local.shape[1:])])
+    blocks = [torch.empty_like(padded) for _ in range(world)]
+    dist.all_gather(blocks, padded)
+    parts = [block[:size] for block, size in zip(blocks, sizes, strict=True)]
+    parts[rank] = local  # the only autograd-connected block: gradients stay on the rank that owns the rows
+    return torch.cat(parts, dim=0)
 
 
 def scale_gradient(value: torch.Tensor, factor: float) -> torch.Tensor:
