@@ -288,3 +288,26 @@ def test_cli_model_report_round_trip(shared_data, klue, tmp_path):
         assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert main([*argv, "--no-baseline", "--out", str(tmp_path / "nb")]) == 0
     assert not (tmp_path / "nb" / "report.md").exists()
+
+
+def test_cli_crosslingual_writes_one_dir_per_set_and_a_summary(shared_data, tmp_path):
+    argv = [
+        "evaluate",
+        "--bm25",
+        "bigram",
+        "--crosslingual",
+        "--msmarco-dir",
+        str(shared_data / "msmarco-ko-en"),
+    ]
+    out = tmp_path / "xl"
+    assert (
+        main([*argv, "--first-id", "801", "--last-id", "850", "--sets", "ko-en", "ko-ko", "--out", str(out)])
+        == 0
+    )
+    summary = json.loads((out / "summary.json").read_text(encoding="utf-8"))
+    assert set(summary) == {"ko-en", "ko-ko"}
+    assert summary["ko-en"]["bm25-bigram"]["num_queries"] == 50
+    assert summary["ko-ko"]["bm25-bigram"]["ndcg@10"] > summary["ko-en"]["bm25-bigram"]["ndcg@10"]
+    assert set(json.loads((out / "ko-en" / "metrics.json").read_text(encoding="utf-8"))) >= REQUIRED_KEYS
+    neither = ["evaluate", "--crosslingual", "--msmarco-dir", str(shared_data / "msmarco-ko-en")]
+    assert main([*neither, "--out", str(tmp_path / "x")]) == 2  # neither --model nor --bm25: a clear error

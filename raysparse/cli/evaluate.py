@@ -47,6 +47,13 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--first-id", type=int, default=801, help="first MS MARCO query id of the dev sets")
     parser.add_argument("--last-id", type=int, default=1000, help="last MS MARCO query id of the dev sets")
     parser.add_argument(
+        "--sets",
+        nargs="+",
+        default=["ko-en", "en-ko", "ko-ko"],
+        choices=["ko-en", "en-ko", "ko-ko", "en-en"],
+        help="which --crosslingual sets (default: ko-en en-ko ko-ko)",
+    )
+    parser.add_argument(
         "--distractors", type=int, default=0, help="passages of other ids added to each corpus"
     )
     parser.add_argument(
@@ -69,7 +76,16 @@ def _evaluate_collection(args: argparse.Namespace, cfg: Any, data: Any, out: Pat
         analyzers = []
     results = []
     if model is not None:
-        results.append(evaluate_model(model, data, cfg.eval, system="model"))
+        results.append(
+            evaluate_model(
+                model,
+                data,
+                cfg.eval,
+                system="model",
+                max_query_length=cfg.model.max_query_length,
+                max_doc_length=cfg.model.max_doc_length,
+            )
+        )
     for analyzer in analyzers:
         results.append(evaluate_bm25(data, analyzer, cfg.eval))
     for result in results:

@@ -206,14 +206,19 @@ def _to_csr(reps: Any) -> sp.csr_matrix:
 
 
 def encode_sparse(
-    encode: Callable[..., Any], texts: Sequence[str], batch_size: int, chunk: int = 1024, desc: str = "encode"
+    encode: Callable[..., Any],
+    texts: Sequence[str],
+    batch_size: int,
+    chunk: int = 1024,
+    desc: str = "encode",
+    **encode_kwargs: Any,
 ) -> sp.csr_matrix:
     """Encode in chunks and keep only the non-zeros, so a (N, V) dense matrix never exists for a large corpus."""
     from tqdm.auto import tqdm
 
     texts = list(texts)
     parts = [
-        _to_csr(encode(texts[start : start + chunk], batch_size=batch_size))
+        _to_csr(encode(texts[start : start + chunk], batch_size=batch_size, **encode_kwargs))
         for start in tqdm(range(0, len(texts), chunk), desc=desc, disable=len(texts) <= chunk)
     ]
     return sp.vstack(parts, format="csr") if parts else sp.csr_matrix((0, 0), dtype=np.float32)
@@ -242,14 +247,32 @@ def term_names(model: Any, reps: sp.csr_matrix, top_k: int = 20) -> list[TermWei
 
 
 def evaluate_model(
-    model_or_dir: Encoder | str | Path, data: RetrievalData, eval_cfg: Any = None, *, system: str = "model"
+    model_or_dir: Encoder | str | Path,
+    data: RetrievalData,
+    eval_cfg: Any = None,
+    *,
+    system: str = "model",
+    max_query_length: int | None = None,
+    max_doc_length: int | None = None,
 ) -> EvalResult:
-    """A sparse encoder (a ``SparseEncoder`` directory or any object with ``encode_queries``/``encode_documents``)."""
+    """A sparse encoder (a ``SparseEncoder`` directory or any object with ``encode_queries``/``encode_documents``).
+
+    ``max_*_length`` (tokens) are passed to the encoder only when given, so encoders without that option work too;
+    use the lengths the model was trained with (``ModelConfig.max_query_length`` / ``max_doc_length``).
+    """
     model = load_encoder(model_or_dir)
     batch_size = int(getattr(eval_cfg, "batch_size", 32))
-    doc_matrix = encode_sparse(model.encode_documents, document_texts(data), batch_size, desc="encode corpus")
+    doc_kwargs = {} if max_doc_length is None else {"max_length": max_doc_length}
+    query_kwargs = {} if max_query_length is None else {"max_length": max_query_length}
+    doc_matrix = encode_sparse(
+        model.encode_documents, document_texts(data), batch_size, desc="encode corpus", **doc_kwargs
+    )
     query_matrix = encode_sparse(
-        model.encode_queries, data.queries.column("text").to_pylist(), batch_size, desc="encode queries"
+        model.encode_queries,
+        data.queries.column("text").to_pylist(),
+        batch_size,
+        desc="encode queries",
+        **query_kwargs,
     )
     width = max(doc_matrix.shape[1], query_matrix.shape[1])
     doc_matrix.resize((doc_matrix.shape[0], width))
