@@ -619,12 +619,22 @@ def _maybe_fail(config: dict[str, Any], step: int, rank: int) -> None:
     os._exit(17)
 
 
-def _build_model(cfg: RaySparseConfig, backbone: str) -> Any:
-    from raysparse.model import SparseEncoder
+def _build_model(cfg: RaySparseConfig, backbone: str, examples: TrainingExamples) -> Any:
+    """The encoder to train. Inference-free query mode needs per-token query weights: when the backbone brings none,
+    start from BM25-style IDF over the training documents (identical on every rank: same data, same tokenizer)."""
+    from raysparse.model import QUERY_WEIGHTS_FILE, RAYSPARSE_JSON, SparseEncoder, idf_weights
 
-    return SparseEncoder.from_pretrained(
-        backbone, lexical_prior=cfg.model.lexical_prior, query_mode=cfg.model.query_mode
-    )
+    overrides: dict[str, Any] = {"lexical_prior": cfg.model.lexical_prior, "query_mode": cfg.model.query_mode}
+    has_weights = (Path(backbone) / QUERY_WEIGHTS_FILE).is_file() and (
+        Path(backbone) / RAYSPARSE_JSON
+    ).is_file()
+    if cfg.model.query_mode == "inference_free" and not has_weights:
+        from transformers import AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(backbone)
+        docs = list(dict.fromkeys(t for texts in (*examples.positives, *examples.negatives) for t in texts))
+        overrides["query_weights"] = idf_weights(tokenizer, docs)
+    return SparseEncoder.from_pretrained(backbone, **overrides)
 
 
 def run_loop(config: dict[str, Any], io: LoopIO) -> list[dict[str, Any]]:
@@ -658,7 +668,7 @@ def run_loop(config: dict[str, Any], io: LoopIO) -> list[dict[str, Any]]:
             len(sentence_pairs),
         )
 
-    encoder = _build_model(cfg, config["backbone"])
+    encoder = _build_model(cfg, config["backbone"], examples)
     model = _training_module(encoder)
     collator = Collator(
         encoder.tokenizer,
@@ -684,9 +694,7 @@ def run_loop(config: dict[str, Any], io: LoopIO) -> list[dict[str, Any]]:
     progress_dir = out_dir / "progress"
     progress_dir.mkdir(parents=True, exist_ok=True)
     progress_file = progress_dir / f"rank{rank}.jsonl"
-    if (
-        state["step"] == 0
-    ):  # a fresh start (not a resume): records of an earlier run in this directory are stale
+    if state["step"] == 0:  # a fresh start, not a resume: records of an earlier run here are stale
         progress_file.unlink(missing_ok=True)
         if rank == 0:
             (out_dir / "history.jsonl").unlink(missing_ok=True)
@@ -981,7 +989,7 @@ def _read_history(out_dir: Path) -> list[dict[str, Any]]:
     return [by_step[s] for s in sorted(by_step)]
 
 
-def _pick_best(candidates: list[tuple[str, dict[str, Any]]]) -> tuple[str, dict[str, Any]]:
+def _pick_best(candidates: list[tuple[Any, dict[str, Any]]]) -> tuple[Any, dict[str, Any]]:
     """The checkpoint with the best validation nDCG; without validation, the latest."""
     scored = [c for c in candidates if c[1].get(VAL_METRIC) is not None]
     if scored:
@@ -1049,14 +1057,16 @@ def run_training(
     result = trainer.fit()
     if result.error is not None:
         raise RuntimeError(f"training run {cfg.name} failed: {result.error}") from result.error
-    candidates = [(c.path, m) for c, m in (result.best_checkpoints or [])]
+    candidates = list(result.best_checkpoints or [])
     if not candidates and result.checkpoint is not None:
-        candidates = [(result.checkpoint.path, result.metrics or {})]
+        candidates = [(result.checkpoint, result.metrics or {})]
     if not candidates:
         raise RuntimeError(f"training run {cfg.name} reported no checkpoint")
-    best_path, best_metrics = _pick_best(candidates)
-    model_dir = consolidate_checkpoint(best_path, out / "model", tc)
-    history = _read_history(out) or [m for _, m in candidates]
+    best, best_metrics = _pick_best(candidates)
+    best_path = best.path
+    with best.as_directory() as local:  # downloads when storage is remote (s3://, gs://)
+        model_dir = consolidate_checkpoint(local, out / "model", tc)
+    history = _read_history(out) or sorted((m for _, m in candidates), key=lambda m: m.get("step", 0))
     (out / "best_metrics.json").write_text(json.dumps(best_metrics, indent=2))
     return TrainResult(model_dir, dict(best_metrics), history, str(best_path))
 

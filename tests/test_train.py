@@ -372,3 +372,21 @@ def test_single_process_ddp_fallback_resumes_from_its_checkpoint(train_inputs, t
     assert steps == [1, 2, 3, 4]
     model = SparseEncoder.from_pretrained(second.model_dir)
     assert all(p.dtype == torch.float32 for p in model.parameters())
+
+
+def test_inference_free_query_mode_starts_from_idf_weights(train_inputs):
+    import torch
+
+    from raysparse.train import _build_model, load_triples
+
+    cfg = _cfg(train_inputs, "model.query_mode=inference_free")
+    examples = load_triples(train_inputs["triples"], 1)
+    encoder = _build_model(cfg, train_inputs["backbone"], examples)
+    assert encoder.query_mode == "inference_free" and encoder.query_weights is not None
+    batch = encoder.tokenize(["서울 날씨"], 16)
+    reps = encoder.query_forward(batch["input_ids"], batch["attention_mask"])
+    active = set(torch.nonzero(reps[0]).flatten().tolist())
+    # only the query's own (non-special) tokens get weight, each its IDF
+    assert active and active <= set(batch["input_ids"][0].tolist())
+    for token in active:
+        assert reps[0, token] == pytest.approx(float(encoder.query_weights[token]))
