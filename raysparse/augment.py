@@ -72,6 +72,10 @@ _EN_WORD = re.compile(r"[a-z]+")
 
 # Kiwi tags of the morphemes we switch: common and proper nouns (bound nouns 것/수/때 and pronouns are left alone).
 KOREAN_NOUN_TAGS = frozenset({"NNG", "NNP"})
+# Question and deictic nouns Kiwi tags NNG: "얼마" -> "how many" only garbles a question.
+KOREAN_STOP_NOUNS = frozenset(
+    ("얼마", "무엇", "누구", "어디", "언제", "여기", "거기", "저기", "이것", "그것", "저것", "무슨", "어느")
+)
 LATIN_TAG = "SL"
 
 # English words never switched to Korean: function words that the glossaries happen to contain ("one", "he").
@@ -153,7 +157,7 @@ def normalize_ko(term: str) -> tuple[str, list[str]]:
 def normalize_en_senses(gloss: str) -> tuple[list[str], dict[str, int]]:
     """Split an English gloss into normalised senses; returns (senses, skipped counts by reason).
 
-    "To prevent, check" -> ["prevent", "check"]; "A utensil or tool" -> ["utensil or tool"]; parentheticals
+    "To prevent, check" -> ["prevent", "check"]; "A utensil or tool" -> ["utensil", "tool"]; parentheticals
     ("To cook (food)") and leading "to"/articles are removed; glosses over MAX_GLOSS_WORDS words are descriptions,
     and glosses containing Hangul are mixed annotations — both are skipped and counted.
     """
@@ -161,7 +165,7 @@ def normalize_en_senses(gloss: str) -> tuple[list[str], dict[str, int]]:
     text = _PARENS.sub(" ", text)
     senses: list[str] = []
     skipped: dict[str, int] = {}
-    for piece in re.split(r"[,;]| / ", text):
+    for piece in re.split(r"[,;]| / | or ", text):
         sense = piece.strip().lower()
         if not sense:
             continue
@@ -223,6 +227,8 @@ class BilingualDictionary:
         self._ko: dict[str, list[str]] = {}
         self._en: dict[str, list[str]] = {}
         self.reports: list[ReadReport] = []
+        # Korean headwords glossed "to ..." and ending in 다 (방지하다, 씻다): never put into an English query.
+        self._predicates: set[str] = set()
 
     # --- building ------------------------------------------------------------------------------------------
     def add(self, ko: str, en: str, source: str = "user", score: float = 1.0) -> bool:
@@ -258,6 +264,8 @@ class BilingualDictionary:
         if not senses:
             report.skip("no usable english sense")
             return 0
+        if headword.endswith("다") and re.match(r"\s*to\s", unicodedata.normalize("NFKC", en), re.IGNORECASE):
+            self._predicates.add(headword)
         added = 0
         for ko_term in [headword, *aliases]:
             for sense in senses:
@@ -400,6 +408,10 @@ class BilingualDictionary:
             found = self._en.get(key[:-2] if key.endswith("es") and key[:-2] in self._en else key[:-1])
         return list(found or ())
 
+    def is_predicate(self, ko: str) -> bool:
+        """True for Korean verbs/adjectives (dictionary form in 다, glossed "to ...")."""
+        return ko in self._predicates
+
     def sources_of(self, ko: str, en: str) -> list[str]:
         entry = self._pairs.get((ko, en))
         return list(entry["sources"]) if entry else []
@@ -432,6 +444,7 @@ class BilingualDictionary:
             "format": "raysparse-bilingual-dictionary",
             "version": 1,
             "pairs": [{"ko": k, "en": e, **v} for (k, e), v in self._pairs.items()],
+            "predicates": sorted(self._predicates),
         }
 
     @classmethod
@@ -445,6 +458,7 @@ class BilingualDictionary:
                     dictionary.add(pair["ko"], pair["en"], source, pair.get("score", 1.0))
             except (KeyError, TypeError) as err:
                 raise DictionaryFormatError(f"{where}: pair {i}: missing or invalid field {err}") from None
+        dictionary._predicates = set(state.get("predicates", []))
         return dictionary
 
     def save(self, path: str | Path) -> None:
@@ -668,11 +682,14 @@ def find_switch_spans(query: str, tokens: Sequence[Any], dictionary: BilingualDi
             start, end = run[0].start, run[n - 1].start + run[n - 1].len
             surface = query[start:end]
             if kind == "ko":
+                if n == 1 and surface in KOREAN_STOP_NOUNS:
+                    continue
                 senses = dictionary.lookup_ko(surface)
             else:
                 if n == 1 and surface.lower() in ENGLISH_STOPWORDS:
                     continue
-                senses = dictionary.lookup_en(surface)
+                # A Korean verb/adjective ("cleanse" -> 씻다) does not fit a noun slot in an English query.
+                senses = [k for k in dictionary.lookup_en(surface) if not dictionary.is_predicate(k)]
             if senses:
                 matched = (n, start, end, surface, senses[0])
                 break

@@ -107,6 +107,7 @@ def test_normalisation_rules():
     assert normalize_ko("먹다(동)") == ("먹다", [])  # one-syllable POS mark is an annotation, not an alias
     assert normalize_en_senses("To prevent, check")[0] == ["prevent", "check"]
     assert normalize_en_senses("To cook (food)")[0] == ["cook"]
+    assert normalize_en_senses("A utensil or tool")[0] == ["utensil", "tool"]
     assert normalize_en_senses("Seoul’s old south gate")[0] == ["seoul's old south gate"]
     senses, skipped = normalize_en_senses("Mountain in south central seoul area")
     assert senses == [] and sum(skipped.values()) == 1
@@ -123,6 +124,7 @@ def test_shared_glossaries_merge(shared_data: Path, shared_dictionary: Bilingual
     assert d.lookup_en("decorators") == ["데코레이터"]  # plural falls back to the singular
     assert d.lookup_ko("의사")[0] == "doctor"  # kengdic level A sense before level C ("intention")
     assert d.lookup_ko("없는말") == []
+    assert d.is_predicate("방지하다") and not d.is_predicate("호주")
     # Many senses, both directions, provenance per pair.
     assert len(d.lookup_ko("성")) >= 3
     assert d.sources_of("데코레이터", "decorator") == ["glossary_terms_en_ko.tsv"]
@@ -160,6 +162,7 @@ def test_synonym_json_formats_and_roundtrip(tmp_path: Path, shared_data: Path):
     loaded = BilingualDictionary.load(tmp_path / "dict.json")
     assert loaded.to_table().equals(d.to_table())
     assert loaded.lookup_ko("의사") == d.lookup_ko("의사")
+    assert loaded.is_predicate("방지하다")
 
 
 def test_shipped_sample_glossary_through_data_package(kiwi):
@@ -293,6 +296,18 @@ def test_variants_cap_and_determinism_on_klue(
     uncapped = code_switch_batch(questions, shared_dictionary, kiwi, max_variants=50, seed=7)
     assert max(len(v) for v in uncapped) > 2  # the cap actually bites on real questions
     assert code_switch_batch(questions, shared_dictionary, kiwi, max_variants=0) == [[] for _ in questions]
+
+
+def test_real_queries_both_directions(shared_dictionary: BilingualDictionary, kiwi):
+    """MS MARCO queries (Korean and English) with the shared glossaries: senses, stop nouns and predicates."""
+    d = shared_dictionary
+    assert code_switch_variants("의사들은 급여에서 보험료를 지불하나요?", d, kiwi)[0].startswith("doctor들은")
+    assert all(
+        "how many" not in v for v in code_switch_variants("디즈니랜드 운영 비용은 얼마인가요?", d, kiwi)
+    )
+    english = code_switch_variants("effects of detox juice cleanse", d, kiwi, max_variants=10)
+    assert "효과 of detox 주스 cleanse" in english  # "cleanse" has only verb senses (씻다): left in English
+    assert all("씻다" not in v for v in english)
 
 
 # --- triples -----------------------------------------------------------------------------------------------------
