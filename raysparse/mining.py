@@ -21,9 +21,9 @@ Design (why it is shaped like this):
   same terms BM25 indexes: character bigrams, Kiwi morphemes or word pieces) is ``>= near_duplicate_threshold``.
   Term sets come for free from the index (the CSR transpose of the BM25 matrix), so the check costs microseconds and
   no text is re-analysed.
-- **Determinism.** Random negatives are drawn with ``numpy.random.default_rng([seed, hash(query_id)])`` (a stable
-  blake2b hash, not Python's salted ``hash``), so the output does not depend on batching, worker count or node
-  count; output is sorted by ``query_id`` and written by the driver, so files are byte-comparable across runs.
+- **Determinism.** Random negatives come from a splitmix64 stream keyed by blake2b(seed, query_id) (stable across
+  processes, unlike Python's salted ``hash``; numpy's ``default_rng`` cost ~100 µs per query to seed), so the
+  output does not depend on batching, worker count or node count; output is sorted by ``query_id`` and written by the driver, so files are byte-comparable across runs.
 - **Ray overhead.** Queries are tokenised inside the same ``map_batches`` pass that retrieves, batches are large,
   actors ask for fractional CPUs (a 2-CPU node otherwise hangs, see docs) and results come back as Arrow tables.
 """
@@ -44,6 +44,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+from numba import njit
 
 from raysparse.config import MiningConfig
 from raysparse.schemas import TRIPLES, RetrievalData
@@ -58,8 +59,9 @@ REPORT_FILE = "mining_report.json"
 # ----------------------------------------------------------------------------------------------------------------
 
 
+@njit(cache=True, nogil=True)
 def _topk_batch(q_ids, q_ptr, data, indices, indptr, num_docs, k):  # pragma: no cover - jitted
-    """Top-k rows/scores for each query; only documents with a positive score; -1 padded."""
+    """Top-k rows/scores for each query; only documents with a positive score; -1 padded; ties by row."""
     n_q = len(q_ptr) - 1
     out_rows = np.full((n_q, k), -1, dtype=np.int32)
     out_scores = np.zeros((n_q, k), dtype=np.float32)
@@ -99,23 +101,26 @@ def _topk_batch(q_ids, q_ptr, data, indices, indptr, num_docs, k):  # pragma: no
     return out_rows, out_scores
 
 
-def _score_rows(q_ids, rows, data, indices, indptr):  # pragma: no cover - jitted
-    """BM25 score of given rows for one query (same float32 summation order as the top-k kernel)."""
+@njit(cache=True, nogil=True)
+def _score_flat(q_ids, q_ptr, rows, rows_ptr, data, indices, indptr):  # pragma: no cover - jitted
+    """BM25 score of rows[rows_ptr[i]:rows_ptr[i+1]] for query i (same float32 summation order as top-k)."""
     out = np.zeros(len(rows), dtype=np.float32)
-    for i in range(len(rows)):
-        d = rows[i]
-        s = np.float32(0.0)
-        for p in range(len(q_ids)):
-            t = q_ids[p]
-            lo = indptr[t]
-            hi = indptr[t + 1]
-            j = lo + np.searchsorted(indices[lo:hi], d)
-            if j < hi and indices[j] == d:
-                s += data[j]
-        out[i] = s
+    for qi in range(len(rows_ptr) - 1):
+        for i in range(rows_ptr[qi], rows_ptr[qi + 1]):
+            d = rows[i]
+            s = np.float32(0.0)
+            for p in range(q_ptr[qi], q_ptr[qi + 1]):
+                t = q_ids[p]
+                lo = indptr[t]
+                hi = indptr[t + 1]
+                j = lo + np.searchsorted(indices[lo:hi], d)
+                if j < hi and indices[j] == d:
+                    s += data[j]
+            out[i] = s
     return out
 
 
+@njit(cache=True, nogil=True)
 def _jaccard(terms, term_ptr, a, b):  # pragma: no cover - jitted
     """Jaccard similarity of the sorted unique term-id sets of rows a and b."""
     i, i_end = term_ptr[a], term_ptr[a + 1]
@@ -136,17 +141,93 @@ def _jaccard(terms, term_ptr, a, b):  # pragma: no cover - jitted
     return inter / (n_a + n_b - inter)
 
 
-_KERNELS: dict[str, Any] = {}
+@njit(cache=True, nogil=True)
+def _excluded(row, pos, p_lo, p_hi, text_hash, terms, term_ptr, threshold):  # pragma: no cover - jitted
+    """A positive itself, or a near-duplicate of one (same normalised text or term-set Jaccard >= threshold)."""
+    for p in range(p_lo, p_hi):
+        q = pos[p]
+        if row == q or text_hash[row] == text_hash[q] or _jaccard(terms, term_ptr, row, q) >= threshold:
+            return True
+    return False
 
 
-def _kernels() -> dict[str, Any]:
-    """JIT-compile the kernels once per process; ``cache=True`` reuses the machine code from numba's disk cache."""
-    if not _KERNELS:
-        from numba import njit
+@njit(cache=True, nogil=True)
+def _draw_candidates(keys, exhaustive, num_docs, size):  # pragma: no cover - jitted
+    """Candidate rows for each query from a splitmix64 stream keyed by ``keys[q]``: ``size`` draws with replacement,
+    or a full Fisher-Yates permutation where ``exhaustive[q]``. Pure function of (key, corpus size)."""
+    n_q = len(keys)
+    ptr = np.zeros(n_q + 1, dtype=np.int64)
+    for q in range(n_q):
+        ptr[q + 1] = ptr[q] + (num_docs if exhaustive[q] else size)
+    out = np.empty(ptr[n_q], dtype=np.int32)
+    for q in range(n_q):
+        state = keys[q]
+        lo = ptr[q]
+        if exhaustive[q]:
+            for i in range(num_docs):
+                out[lo + i] = i
+        for i in range(ptr[q + 1] - lo):
+            state += np.uint64(0x9E3779B97F4A7C15)
+            z = state
+            z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+            z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+            z = z ^ (z >> np.uint64(31))
+            if exhaustive[q]:  # Fisher-Yates: swap position i with one in [i, num_docs)
+                j = i + np.int64(z % np.uint64(num_docs - i))
+                tmp = out[lo + i]
+                out[lo + i] = out[lo + j]
+                out[lo + j] = tmp
+            else:
+                out[lo + i] = np.int32(z % np.uint64(num_docs))
+    return out, ptr
 
-        for name, fn in (("topk_batch", _topk_batch), ("score_rows", _score_rows), ("jaccard", _jaccard)):
-            _KERNELS[name] = njit(cache=True, nogil=True)(fn)
-    return _KERNELS
+
+@njit(cache=True, nogil=True)
+def _select_batch(
+    top_rows, top_scores, pos, pos_ptr, cand, cand_ptr, text_hash, terms, term_ptr, threshold, n_hard, n_rand
+):  # pragma: no cover - jitted
+    """Per query: the first n_hard top-k rows that are not positives/near-duplicates (with rank and score), then
+    the first n_rand candidate rows (pre-drawn by the query's RNG) that are neither those nor already chosen."""
+    n_q, k = top_rows.shape
+    hard = np.full((n_q, n_hard), -1, dtype=np.int32)
+    hard_rank = np.full((n_q, n_hard), -1, dtype=np.int32)
+    hard_score = np.zeros((n_q, n_hard), dtype=np.float32)
+    rand = np.full((n_q, n_rand), -1, dtype=np.int32)
+    rand_rank = np.full((n_q, n_rand), -1, dtype=np.int32)
+    for qi in range(n_q):
+        p_lo, p_hi = pos_ptr[qi], pos_ptr[qi + 1]
+        h = 0
+        for r in range(k):
+            row = top_rows[qi, r]
+            if row < 0 or h >= n_hard:
+                break
+            if _excluded(row, pos, p_lo, p_hi, text_hash, terms, term_ptr, threshold):
+                continue
+            hard[qi, h] = row
+            hard_rank[qi, h] = r + 1
+            hard_score[qi, h] = top_scores[qi, r]
+            h += 1
+        m = 0
+        for c in range(cand_ptr[qi], cand_ptr[qi + 1]):
+            if m >= n_rand:
+                break
+            row = cand[c]
+            taken = False
+            for x in range(h):
+                if hard[qi, x] == row:
+                    taken = True
+            for x in range(m):
+                if rand[qi, x] == row:
+                    taken = True
+            if taken or _excluded(row, pos, p_lo, p_hi, text_hash, terms, term_ptr, threshold):
+                continue
+            rand[qi, m] = row
+            for r in range(k):
+                if top_rows[qi, r] == row:
+                    rand_rank[qi, m] = r + 1
+                    break
+            m += 1
+    return hard, hard_rank, hard_score, rand, rand_rank
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -165,12 +246,6 @@ def _text_hash(text: str) -> int:
     return int.from_bytes(
         hashlib.blake2b(normalize_for_dedup(text).encode("utf-8"), digest_size=8).digest(), "little"
     )
-
-
-def query_seed(seed: int, query_id: str) -> list[int]:
-    """Seed material for one query's RNG: stable across processes (Python's ``hash`` is salted per process)."""
-    h = hashlib.blake2b(query_id.encode("utf-8"), digest_size=8).digest()
-    return [int(seed), int.from_bytes(h[:4], "little"), int.from_bytes(h[4:], "little")]
 
 
 def document_texts(corpus: pa.Table) -> pa.Array:
@@ -324,21 +399,20 @@ class Bm25Index:
     def search(self, texts: Sequence[str], k: int) -> tuple[np.ndarray, np.ndarray]:
         """Top-``k`` rows and BM25 scores per query (rows -1 where fewer than k documents match)."""
         q_ids, q_ptr = self.query_term_ids(texts)
-        kern = _kernels()
-        return kern["topk_batch"](q_ids, q_ptr, self.data, self.indices, self.indptr, self.num_docs, k)
+        return _topk_batch(q_ids, q_ptr, self.data, self.indices, self.indptr, self.num_docs, k)
 
     def score(self, text: str, rows: Sequence[int]) -> np.ndarray:
         """BM25 scores of the given corpus rows for one query."""
-        q_ids, _ = self.query_term_ids([text])
-        return _kernels()["score_rows"](
-            q_ids, np.asarray(rows, dtype=np.int32), self.data, self.indices, self.indptr
-        )
+        q_ids, q_ptr = self.query_term_ids([text])
+        rows_arr = np.asarray(rows, dtype=np.int32)
+        rows_ptr = np.asarray([0, len(rows_arr)], dtype=np.int64)
+        return _score_flat(q_ids, q_ptr, rows_arr, rows_ptr, self.data, self.indices, self.indptr)
 
     def is_near_duplicate(self, row: int, other: int, threshold: float) -> bool:
         """Same normalised text, or analyzer-term-set Jaccard >= threshold."""
         if self.text_hash[row] == self.text_hash[other]:
             return True
-        return _kernels()["jaccard"](self.terms, self.term_ptr, row, other) >= threshold
+        return _jaccard(self.terms, self.term_ptr, row, other) >= threshold
 
     def nbytes(self) -> int:
         arrays = (self.data, self.indices, self.indptr, self.terms, self.term_ptr, self.text_hash)
@@ -359,44 +433,23 @@ def _columns(batch: Mapping[str, Any] | pa.Table) -> dict[str, list]:
     }
 
 
-def _sample_random(
-    index: Bm25Index,
-    rng: np.random.Generator,
-    count: int,
-    excluded: set[int],
-    positives: Sequence[int],
-    threshold: float,
-) -> list[int]:
-    """``count`` distinct rows outside ``excluded`` and not near-duplicates of a positive (deterministic in rng)."""
-    n = index.num_docs
-    picked: list[int] = []
-    if count == 0:
-        return picked
-    taken = set(excluded)
-
-    def ok(row: int) -> bool:
-        return row not in taken and not any(index.is_near_duplicate(row, p, threshold) for p in positives)
-
-    if n <= 4 * (count + len(taken)):  # small corpus: walk one permutation
-        for row in rng.permutation(n).tolist():
-            if ok(row):
-                picked.append(row)
-                taken.add(row)
-                if len(picked) == count:
-                    break
-        return picked
-    while len(picked) < count:  # large corpus: rejection sampling, almost never rejects
-        for row in rng.integers(0, n, size=2 * count).tolist():
-            if ok(row):
-                picked.append(row)
-                taken.add(row)
-                if len(picked) == count:
-                    break
-    return picked
+def random_keys(seed: int, query_ids: Sequence[str]) -> np.ndarray:
+    """64-bit RNG key per query from (seed, query_id): blake2b, stable across processes (``hash`` is salted)."""
+    return np.fromiter(
+        (
+            int.from_bytes(hashlib.blake2b(f"{seed}\x00{q}".encode(), digest_size=8).digest(), "little")
+            for q in query_ids
+        ),
+        dtype=np.uint64,
+        count=len(query_ids),
+    )
 
 
-def _list_array(offsets: list[int], values: pa.Array) -> pa.Array:
+def _list_array(offsets: np.ndarray, values: pa.Array) -> pa.Array:
     return pa.ListArray.from_arrays(pa.array(offsets, type=pa.int32()), values)
+
+
+_KINDS = np.array(["hard", "random"])
 
 
 def mine_batch(
@@ -413,12 +466,11 @@ def mine_batch(
     cols = _columns(batch)
     query_ids: list[str] = [str(q) for q in cols["query_id"]]
     queries: list[str] = [str(q) for q in cols["query"]]
-    positive_ids: list[list[str]] = [list(p) for p in cols["positive_ids"]]
     if "positive_rows" in cols:
         positive_rows = [[int(r) for r in rows] for rows in cols["positive_rows"]]
     else:
         positive_rows = []
-        for i, (qid, pids) in enumerate(zip(query_ids, positive_ids, strict=True)):
+        for i, (qid, pids) in enumerate(zip(query_ids, cols["positive_ids"], strict=True)):
             rows = []
             for pid in pids:
                 row = index.row_of(pid)
@@ -431,82 +483,65 @@ def mine_batch(
     for i, (qid, rows) in enumerate(zip(query_ids, positive_rows, strict=True)):
         if not rows:
             raise ValueError(f"batch record {i} (query_id {qid!r}): positive_ids is empty")
+    n_q = len(query_ids)
+    n_hard, n_rand = cfg.num_hard_negatives, cfg.num_random_negatives
+    arrays = (index.data, index.indices, index.indptr)
 
-    kern = _kernels()
-    k = min(cfg.top_k, index.num_docs)
+    # 1. tokenise + BM25 top-k for the whole batch (one kernel call)
     q_ids, q_ptr = index.query_term_ids(queries)
-    top_rows, top_scores = kern["topk_batch"](
-        q_ids, q_ptr, index.data, index.indices, index.indptr, index.num_docs, k
-    )
-    threshold = cfg.near_duplicate_threshold
-    jaccard, score_rows = kern["jaccard"], kern["score_rows"]
-    terms, term_ptr, text_hash = index.terms, index.term_ptr, index.text_hash
+    k = min(cfg.top_k, index.num_docs)
+    top_rows, top_scores = _topk_batch(q_ids, q_ptr, *arrays, index.num_docs, k)
 
-    pos_flat: list[int] = []
-    pos_scores: list[np.ndarray] = []
-    pos_off = [0]
-    neg_flat: list[int] = []
-    neg_scores: list[float] = []
-    neg_ranks: list[int] = []
-    neg_kinds: list[str] = []
-    neg_off = [0]
-    for qi, rows in enumerate(positive_rows):
-        pos_set = set(rows)
-        pos_hashes = {int(text_hash[p]) for p in rows}
-        q_terms = q_ids[q_ptr[qi] : q_ptr[qi + 1]]
-        pos_flat.extend(rows)
-        pos_scores.append(
-            score_rows(q_terms, np.asarray(rows, dtype=np.int32), index.data, index.indices, index.indptr)
-        )
-        pos_off.append(len(pos_flat))
+    # 2. hard + random selection (one kernel call; the RNG draws are per query, so batching cannot change them)
+    pos_flat = np.fromiter((r for rows in positive_rows for r in rows), dtype=np.int32)
+    pos_ptr = np.zeros(n_q + 1, dtype=np.int64)
+    np.cumsum([len(rows) for rows in positive_rows], out=pos_ptr[1:])
+    keys = random_keys(cfg.seed, query_ids)
+    # Small corpora walk a full permutation (every eligible row reachable); large ones take a short list of draws.
+    exhaustive = np.full(n_q, index.num_docs <= 64 * n_rand + 1024, dtype=np.bool_)
+    draws = 4 * n_rand + 32 if n_rand else 0
 
-        rank_of: dict[int, int] = {}
-        hard: list[int] = []
-        for r in range(k):
-            row = int(top_rows[qi, r])
-            if row < 0:
-                break
-            rank_of[row] = r + 1
-            if len(hard) >= cfg.num_hard_negatives or row in pos_set:
-                continue
-            if int(text_hash[row]) in pos_hashes or any(
-                jaccard(terms, term_ptr, row, p) >= threshold for p in rows
-            ):
-                continue
-            hard.append(row)
-            neg_scores.append(float(top_scores[qi, r]))
-            neg_ranks.append(r + 1)
-        neg_flat.extend(hard)
-        neg_kinds.extend(["hard"] * len(hard))
+    def select():
+        cand, cand_ptr = _draw_candidates(keys, exhaustive, index.num_docs, draws)
+        return _select_batch(
+            top_rows, top_scores, pos_flat, pos_ptr, cand, cand_ptr, index.text_hash, index.terms,
+            index.term_ptr, cfg.near_duplicate_threshold, n_hard, n_rand,
+        )  # fmt: skip
 
-        rng = np.random.default_rng(query_seed(cfg.seed, query_ids[qi]))
-        randoms = _sample_random(index, rng, cfg.num_random_negatives, pos_set | set(hard), rows, threshold)
-        if randoms:
-            neg_flat.extend(randoms)
-            neg_scores.extend(
-                score_rows(
-                    q_terms, np.asarray(randoms, dtype=np.int32), index.data, index.indices, index.indptr
-                ).tolist()
-            )
-            neg_ranks.extend(rank_of.get(row, -1) for row in randoms)
-            neg_kinds.extend(["random"] * len(randoms))
-        neg_off.append(len(neg_flat))
+    hard, hard_rank, _, rand, rand_rank = select()
+    short = (rand < 0).any(axis=1) & ~exhaustive if n_rand else np.zeros(n_q, dtype=np.bool_)
+    if short.any():  # rare: the short draw hit too many excluded rows; walk those queries' full permutation
+        exhaustive |= short
+        hard, hard_rank, _, rand, rand_rank = select()
 
-    pos_take = pa.array(pos_flat, type=pa.int64())
-    neg_take = pa.array(neg_flat, type=pa.int64())
+    # 3. assemble Arrow columns: per query, hard negatives (valid, left-packed) then random ones
+    neg_rows = np.concatenate([hard, rand], axis=1)
+    valid = neg_rows >= 0
+    neg_flat = neg_rows[valid]
+    neg_ptr = np.zeros(n_q + 1, dtype=np.int64)
+    np.cumsum(valid.sum(axis=1), out=neg_ptr[1:])
+    neg_scores = _score_flat(
+        q_ids, q_ptr, neg_flat, neg_ptr, *arrays
+    )  # equal to the top-k scores for hard ones
+    neg_ranks = np.concatenate([hard_rank, rand_rank], axis=1)[valid]
+    kinds = np.concatenate([np.zeros(hard.shape, dtype=np.int8), np.ones(rand.shape, dtype=np.int8)], axis=1)[
+        valid
+    ]
+    pos_scores = _score_flat(q_ids, q_ptr, pos_flat, pos_ptr, *arrays)
+
+    pos_take = pa.array(pos_flat.astype(np.int64))
+    neg_take = pa.array(neg_flat.astype(np.int64))
     return {
         "query_id": pa.array(query_ids, type=pa.string()),
         "query": pa.array(queries, type=pa.string()),
-        "positive_ids": _list_array(pos_off, index.doc_ids.take(pos_take)),
-        "positive_texts": _list_array(pos_off, index.texts.take(pos_take)),
-        "positive_scores": _list_array(
-            pos_off, pa.array(np.concatenate(pos_scores) if pos_scores else [], type=pa.float32())
-        ),
-        "negative_ids": _list_array(neg_off, index.doc_ids.take(neg_take)),
-        "negative_texts": _list_array(neg_off, index.texts.take(neg_take)),
-        "negative_scores": _list_array(neg_off, pa.array(neg_scores, type=pa.float32())),
-        "negative_ranks": _list_array(neg_off, pa.array(neg_ranks, type=pa.int32())),
-        "negative_kinds": _list_array(neg_off, pa.array(neg_kinds, type=pa.string())),
+        "positive_ids": _list_array(pos_ptr, index.doc_ids.take(pos_take)),
+        "positive_texts": _list_array(pos_ptr, index.texts.take(pos_take)),
+        "positive_scores": _list_array(pos_ptr, pa.array(pos_scores, type=pa.float32())),
+        "negative_ids": _list_array(neg_ptr, index.doc_ids.take(neg_take)),
+        "negative_texts": _list_array(neg_ptr, index.texts.take(neg_take)),
+        "negative_scores": _list_array(neg_ptr, pa.array(neg_scores, type=pa.float32())),
+        "negative_ranks": _list_array(neg_ptr, pa.array(neg_ranks, type=pa.int32())),
+        "negative_kinds": _list_array(neg_ptr, pa.array(_KINDS[kinds], type=pa.string())),
     }
 
 
@@ -624,8 +659,7 @@ class _MinerActor:
 
         self.index: Bm25Index = ray.get(index_ref_holder[0])
         self.cfg = MiningConfig.model_validate(cfg_dict)
-        self.index.analyze(["warm up"])  # load Kiwi / tokenizer and the numba kernels before the first batch
-        _kernels()
+        self.index.analyze(["warm up"])  # load Kiwi / the tokenizer before the first batch
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         return triples_table(mine_batch(self.index, batch, self.cfg))
@@ -741,7 +775,6 @@ def mine(
     elif ray:
         table, report.workers = _mine_with_ray(index, queries, cfg)
     else:
-        _kernels()
         table = _mine_in_process(index, queries, cfg, show_progress)
     mining_s = time.perf_counter() - t0
     report.timings["mining"] = mining_s

@@ -184,6 +184,7 @@ def test_duplicate_doc_id_is_an_error_naming_the_rows():
         Bm25Index.build(data.corpus, MiningConfig(), show_progress=False)
 
 
+@pytest.mark.slow
 def test_mine_in_process_and_ray_give_identical_files_and_report_skips(shared_data, ray_local, tmp_path):
     data = klue_data(shared_data, limit=120)
     extra = make_data(
