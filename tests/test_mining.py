@@ -95,7 +95,9 @@ def test_mine_batch_drops_positives_and_near_duplicates_and_matches_bm25s():
     assert not index.is_near_duplicate(0, 3, cfg.near_duplicate_threshold)
 
     cols = mine_batch(
-        index, {"query_id": ["q1"], "query": ["서울 지하철 2호선 강남역 잠실역"], "positive_ids": [["pos"]]}, cfg
+        index,
+        {"query_id": ["q1"], "query": ["서울 지하철 2호선 강남역 잠실역"], "positive_ids": [["pos"]]},
+        cfg,
     )
     row = triples_table(cols).to_pylist()[0]
     assert row["positive_ids"] == ["pos"]
