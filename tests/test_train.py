@@ -390,3 +390,16 @@ def test_inference_free_query_mode_starts_from_idf_weights(train_inputs):
     assert active and active <= set(batch["input_ids"][0].tolist())
     for token in active:
         assert reps[0, token] == pytest.approx(float(encoder.query_weights[token]))
+
+
+def test_cli_reports_bad_input_in_one_line(train_inputs, tmp_path, capsys):
+    from raysparse.cli import main
+
+    missing = tmp_path / "nope.parquet"
+    assert main(["train", "--triples", str(missing), "--out", str(tmp_path / "o"), "--single-process"]) == 2
+    assert f"{missing} does not exist" in capsys.readouterr().err
+    args = ["train", "--triples", train_inputs["triples"], "--out", str(tmp_path / "o"), "--single-process"]
+    assert main([*args, "--set", "train.deepspeed.precision=fp16"]) == 2
+    assert "fp16 needs a GPU" in capsys.readouterr().err
+    assert main([*args, "--set", "train.no_such_key=1"]) == 2
+    assert "train.no_such_key" in capsys.readouterr().err

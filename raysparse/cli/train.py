@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import sys
 
 from raysparse.cli import add_config_args, config_from_args
 
@@ -63,15 +64,19 @@ def run(args: argparse.Namespace) -> int:
         for report in dev.reports:
             logging.info("%s", report)
     train = train_single_process if args.single_process else run_training
-    result = train(
-        cfg,
-        args.triples,
-        dev,
-        args.out,
-        term_pairs=args.term_pairs,
-        sentence_pairs=args.sentence_pairs,
-        backbone_dir=backbone_dir,
-    )
+    try:
+        result = train(
+            cfg,
+            args.triples,
+            dev,
+            args.out,
+            term_pairs=args.term_pairs,
+            sentence_pairs=args.sentence_pairs,
+            backbone_dir=backbone_dir,
+        )
+    except (ValueError, FileNotFoundError) as err:  # bad input or settings: one clear line, not a traceback
+        print(f"raysparse train: {err}", file=sys.stderr)
+        return 2
     print(f"model: {result.model_dir}")
     print(f"checkpoint: {result.checkpoint_path}")
     print(
