@@ -122,7 +122,8 @@ class SparseEncoder(nn.Module):
             # matmul does not need its output for backward and scatter_add's backward needs only the index.
             logits = logits.scatter_add_(-1, index, prior)
         pad = (attention_mask == 0).unsqueeze(-1)
-        logits = logits.masked_fill(pad, 0.0)
+        # also in place (masked_fill's backward needs only the mask): the pooled max then saves this same buffer
+        logits = logits.masked_fill_(pad, 0.0)
         pooled = logits.amax(dim=1)  # (B, V)
         reps = torch.log1p(torch.relu(pooled))
         return reps * self.keep_mask.to(reps.dtype)
