@@ -167,7 +167,7 @@ def main() -> int:
     modes = [
         ("BM25 (bigram field)", "bm25", 0.0),
         ("sparse rank_feature", "sparse", 0.0),
-        ("sparse, pruned (max_ratio 0.1)", "sparse", 0.1),
+        ("sparse, pruned (max_ratio 0.5)", "sparse", 0.5),
         ("hybrid min-max 0.3·BM25 + 0.7·sparse", "hybrid", 0.0),
     ]
     rows_out = []
