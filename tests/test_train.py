@@ -283,8 +283,8 @@ def test_collator_pads_dynamically_and_carries_teacher_scores(train_inputs):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("stage", [2, 3])
-def test_single_process_deepspeed_bf16_trains_and_consolidates(train_inputs, tmp_path, stage):
+@pytest.mark.parametrize(("stage", "delta"), [(2, 0.0), (3, 0.1)])
+def test_single_process_deepspeed_bf16_trains_and_consolidates(train_inputs, tmp_path, stage, delta):
     import torch
     from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
 
@@ -300,6 +300,7 @@ def test_single_process_deepspeed_bf16_trains_and_consolidates(train_inputs, tmp
         "train.negatives_per_query=1",
         "train.checkpoint_every=3",
         "train.eval_every=3",
+        f"loss.delta={delta}",  # ZeRO-3 run also distils from the BM25 teacher scores carried by the collator
     )
     result = train_single_process(
         cfg,
@@ -313,6 +314,7 @@ def test_single_process_deepspeed_bf16_trains_and_consolidates(train_inputs, tmp
     for h in result.history:
         assert torch.isfinite(torch.tensor(h["loss/total"]))
         assert h["loss/cross_lingual"] > 0  # the sentence pairs reached the loss
+        assert (h["loss/distillation"] > 0) == (delta > 0)
     assert 0.0 <= result.best_metrics["val/ndcg@10"] <= 1.0
     assert (tmp_path / "tensorboard").is_dir() and any((tmp_path / "tensorboard").iterdir())
 
