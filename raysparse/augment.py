@@ -889,6 +889,9 @@ class AugmentReport:
     dictionary_pairs: int = 0
     sentence_pairs: int = 0
     sources: list[str] = field(default_factory=list)
+    skipped_inputs: dict[str, int] = field(
+        default_factory=dict
+    )  # input files that were not TRIPLES, by reason
 
     @property
     def fraction_with_variants(self) -> float:
@@ -1017,7 +1020,7 @@ def augment_triples_file(
     ``use_ray=False`` runs the same batch function in this process (small inputs, debugging)."""
     import pyarrow.parquet as pq
 
-    files, _ = find_triples_files(triples)
+    files, inputs_report = find_triples_files(triples)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     for old in out_dir.glob("*.parquet"):
@@ -1045,6 +1048,7 @@ def augment_triples_file(
     report = AugmentReport.from_query_ids(ids)
     report.dictionary_pairs = len(dictionary)
     report.sources = [str(f) for f in files]
+    report.skipped_inputs = dict(inputs_report.skipped)
     log.info("%s", report)
     return report
 

@@ -356,15 +356,26 @@ def test_ray_data_path_equals_in_process(
     pq.write_table(pa.table({"stat": [1]}), src / "mining_stats.parquet")  # not triples: skipped and counted
     cfg = AugmentConfig(max_variants_per_query=3, seed=11)
     local = augment_triples_file(src, shared_dictionary, cfg, tmp_path / "local", use_ray=False)
-    # Two actors and small batches, so rows really are split across processes.
     distributed = augment_triples_file(
-        src, shared_dictionary, cfg, tmp_path / "ray", use_ray=True, num_actors=2, batch_size=8
+        src, shared_dictionary, cfg, tmp_path / "ray", use_ray=True, num_actors=1
     )
     assert local.to_dict() == distributed.to_dict()
-    a = pq.read_table(tmp_path / "local").sort_by("query_id")
-    b = pq.read_table(tmp_path / "ray").cast(TRIPLES).sort_by("query_id")
-    assert a.num_rows == b.num_rows > 60
-    assert a.to_pylist() == b.to_pylist()
+    assert distributed.skipped_inputs == {"not a triples file: mining_stats.parquet": 1}
+    assert distributed.queries_in == 60 and distributed.variants_out > 0
+    expected = pq.read_table(tmp_path / "local").sort_by("query_id")
+    got = pq.read_table(tmp_path / "ray").cast(TRIPLES).sort_by("query_id")
+    assert expected.num_rows == got.num_rows > 60
+    assert expected.to_pylist() == got.to_pylist()
+    # Two blocks through two actors (batches of 8): the batch-local function gives the same rows in any split.
+    from raysparse.augment import augment_dataset
+
+    ds = ray.data.from_arrow([triples.slice(0, 30), triples.slice(30)])
+    rows = augment_dataset(ds, shared_dictionary, cfg, num_actors=2, batch_size=8).take_all()
+
+    def key(r: dict) -> tuple:
+        return (r["query_id"], r["query"], list(r["positive_ids"]), list(r["negative_ids"]))
+
+    assert sorted(key(r) for r in rows) == [key(r) for r in expected.to_pylist()]
 
 
 # --- sentence pairs ----------------------------------------------------------------------------------------------
