@@ -254,3 +254,28 @@ def test_encode_returns_term_dicts(tokenizer, news_ko):
     assert enc.encode_documents([]).shape == (0, enc.vocab_size)
     with pytest.raises(TypeError, match="list"):
         enc.encode_documents("a single string")
+
+
+def test_encoder_and_combined_loss_learn_on_parallel_pairs(tokenizer, shared_data):
+    """A few optimiser steps on Korean->English Tatoeba pairs lower the in-batch ranking loss on those pairs."""
+    from raysparse.config import LossConfig
+    from raysparse.losses import SparseRetrievalLoss
+
+    lines = (shared_data / "bilingual" / "tatoeba" / "kor.txt").read_text(encoding="utf-8").splitlines()
+    pairs = [line.split("\t")[:2] for line in lines[3000:3008]]
+    en, ko = [p[0] for p in pairs], [p[1] for p in pairs]
+    enc = make_encoder(tokenizer, lexical_prior=5.0, seed=3).train()
+    loss_fn = SparseRetrievalLoss(LossConfig(beta=0.0), total_steps=8)
+    optimizer = torch.optim.AdamW(enc.parameters(), lr=3e-3)
+    q_batch, d_batch = enc.tokenize(ko, 16), enc.tokenize(en, 16)
+    history = []
+    for step in range(8):
+        q = enc.query_forward(q_batch["input_ids"], q_batch["attention_mask"])
+        d = enc(d_batch["input_ids"], d_batch["attention_mask"])
+        out = loss_fn(q, d, step=step)
+        optimizer.zero_grad()
+        out["loss"].backward()
+        optimizer.step()
+        history.append(out["ranking"].item())
+    assert all(torch.isfinite(torch.tensor(history)))
+    assert history[-1] < history[0] - 0.3, history
