@@ -63,17 +63,25 @@ def hangul_ratio(text: str) -> float:
     return sum(1 for c in chars if _HANGUL.match(c)) / len(chars)
 
 
+_SCRIPT_RUN = re.compile(r"[\uac00-\ud7a3]+|[^\W\uac00-\ud7a3]+", re.UNICODE)
+
+
 def bigram_tokens(text: str) -> list[str]:
-    """Character bigrams of Hangul words (plus the 1-char word itself); Latin/digit words kept whole."""
+    """Character bigrams of Hangul runs (a 1-syllable run kept whole); Latin/digit runs kept whole.
+
+    Words are split into script runs first, so a mixed word such as "actifed는" or "api를" yields the English term
+    ("actifed", "api") plus its Hangul part, instead of Latin character bigrams that lose the English word.
+    """
     tokens: list[str] = []
     for word in _WORD.findall(normalize(text)):
-        if is_hangul(word):
-            if len(word) == 1:
-                tokens.append(word)
+        for run in _SCRIPT_RUN.findall(word):
+            if _HANGUL.match(run):
+                if len(run) == 1:
+                    tokens.append(run)
+                else:
+                    tokens.extend(run[i : i + 2] for i in range(len(run) - 1))
             else:
-                tokens.extend(word[i : i + 2] for i in range(len(word) - 1))
-        else:
-            tokens.append(word)
+                tokens.append(run)
     return tokens
 
 
