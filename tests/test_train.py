@@ -391,7 +391,7 @@ def test_inference_free_query_mode_starts_from_idf_weights(train_inputs):
     # only the query's own (non-special) tokens get weight, each its IDF
     assert active and active <= set(batch["input_ids"][0].tolist())
     for token in active:
-        assert reps[0, token] == pytest.approx(float(encoder.query_weights[token]))
+        assert float(reps[0, token]) == pytest.approx(float(encoder.query_weights[token]))
 
 
 def test_cli_reports_bad_input_in_one_line(train_inputs, tmp_path, capsys):
