@@ -142,6 +142,11 @@ def run_pipeline(cfg: RaySparseConfig, force: bool = False) -> PipelineResult:
 
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
+    cfg = cfg.model_copy(deep=True)
+    storage = cfg.ray.storage_path
+    if "://" not in storage and not Path(storage).is_absolute():
+        # Ray Train's run folders live with the job's other outputs, not in whatever directory it was started from.
+        cfg.ray.storage_path = str((out / storage).resolve())
     dump_config(cfg, out / "config.yaml")
     results: list[StageResult] = []
 
@@ -216,12 +221,16 @@ def run_pipeline(cfg: RaySparseConfig, force: bool = False) -> PipelineResult:
     r = run_stage("augment", augment_key, out / "augmented", augment, force)
     results.append(r)
 
-    # Training on Ray Train + DeepSpeed.
+    # Training on Ray Train + DeepSpeed. The Ray Train run is named after the stage key: re-running the same
+    # configuration after a crash resumes from its last checkpoint, a changed configuration starts a fresh run.
+    train_key = [r.key, results[0].key, cfg.model.model_dump(), cfg.loss.model_dump(), cfg.train.model_dump()]
+
     def train(stage_dir: Path) -> dict[str, Any]:
         import pyarrow.parquet as pq
 
+        run_cfg = cfg.model_copy(update={"name": f"{cfg.name}-{fingerprint(train_key)}"})
         result = run_training(
-            cfg,
+            run_cfg,
             triples_path=str(out / "augmented" / "triples"),
             dev=dev_data,
             out_dir=str(stage_dir),
@@ -231,14 +240,19 @@ def run_pipeline(cfg: RaySparseConfig, force: bool = False) -> PipelineResult:
         )
         return {"model_dir": str(result.model_dir), "best_metrics": result.best_metrics}
 
-    train_key = [r.key, results[1].key, cfg.model.model_dump(), cfg.loss.model_dump(), cfg.train.model_dump()]
     r = run_stage("train", train_key, out / "train", train, force)
     results.append(r)
     model_dir = r.info["model_dir"]
 
     # Evaluation of the model next to BM25 on the held-out queries.
     def evaluate(stage_dir: Path) -> dict[str, Any]:
-        model_metrics = evaluate_model(model_dir, dev_data, cfg.eval)
+        model_metrics = evaluate_model(
+            model_dir,
+            dev_data,
+            cfg.eval,
+            max_query_length=cfg.model.max_query_length,
+            max_doc_length=cfg.model.max_doc_length,
+        )
         bm25_metrics = evaluate_bm25(dev_data, cfg.eval.bm25_analyzer)
         write_metrics(model_metrics, stage_dir / "model" / "metrics.json")
         write_metrics(bm25_metrics, stage_dir / f"bm25-{cfg.eval.bm25_analyzer}" / "metrics.json")
