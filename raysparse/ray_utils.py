@@ -31,8 +31,12 @@ def init_ray(address: str | None = None, num_cpus: int | None = None, **kwargs) 
     init_kwargs = {"ignore_reinit_error": True, "log_to_driver": True, **kwargs}
     if address:
         ray.init(address=address, **init_kwargs)
+    elif num_cpus is not None:
+        # A fresh local instance with that many CPUs ("local" never attaches to a running `ray start` cluster).
+        ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, **init_kwargs)
     else:
-        ray.init(num_cpus=num_cpus, include_dashboard=False, **init_kwargs)
+        # Attach to a cluster started on this machine with `ray start --head`, else start a local one.
+        ray.init(**init_kwargs)
 
 
 def cluster_cpus() -> float:
