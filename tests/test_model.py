@@ -64,6 +64,13 @@ def test_forward_matches_reference_pooling(tokenizer, news_ko):
     for name in ("[CLS]", "[SEP]", "[PAD]", "[MASK]", "[UNK]"):
         assert tokenizer.convert_tokens_to_ids(name) in enc.special_token_ids
 
+    # the in-place prior/masking and pool-before-log1p give the reference's gradients too
+    weight = enc.mlm.get_output_embeddings().weight
+    (enc(batch["input_ids"], batch["attention_mask"]) ** 2).sum().backward()
+    got_grad, weight.grad = weight.grad.clone(), None
+    (reference_pooling(enc, batch["input_ids"], batch["attention_mask"]) ** 2).sum().backward()
+    torch.testing.assert_close(got_grad, weight.grad, atol=1e-5, rtol=1e-4)
+
 
 def test_padding_does_not_change_a_document(tokenizer, news_ko):
     enc = make_encoder(tokenizer, lexical_prior=2.0)
