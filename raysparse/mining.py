@@ -79,11 +79,12 @@ def _topk_batch(q_ids, q_ptr, data, indices, indptr, num_docs, k):  # pragma: no
                     seen[d] = True
                     touched[n_touched] = d
                     n_touched += 1
-        rows = np.sort(touched[:n_touched])
+        # gather positive scores (and reset the accumulator for the next query)
+        rows = np.empty(n_touched, dtype=np.int32)
         scores = np.empty(n_touched, dtype=np.float32)
         n_pos = 0
         for i in range(n_touched):
-            d = rows[i]
+            d = touched[i]
             if acc[d] > 0.0:
                 rows[n_pos] = d
                 scores[n_pos] = acc[d]
@@ -92,9 +93,17 @@ def _topk_batch(q_ids, q_ptr, data, indices, indptr, num_docs, k):  # pragma: no
             seen[d] = False
         rows = rows[:n_pos]
         scores = scores[:n_pos]
-        # stable sort of -score over row-sorted candidates: ties broken by ascending row
+        if n_pos > k:  # O(n) threshold, then sort only the few rows at or above it (ties included)
+            kth = np.partition(scores, n_pos - k)[n_pos - k]
+            keep = scores >= kth
+            rows = rows[keep]
+            scores = scores[keep]
+        # order by (score desc, row asc): sort by row, then a stable sort on -score
+        by_row = np.argsort(rows)
+        rows = rows[by_row]
+        scores = scores[by_row]
         order = np.argsort(-scores, kind="mergesort")
-        m = min(k, n_pos)
+        m = min(k, len(rows))
         for r in range(m):
             out_rows[qi, r] = rows[order[r]]
             out_scores[qi, r] = scores[order[r]]
@@ -424,13 +433,12 @@ class Bm25Index:
 # ----------------------------------------------------------------------------------------------------------------
 
 
-def _columns(batch: Mapping[str, Any] | pa.Table) -> dict[str, list]:
-    if isinstance(batch, pa.Table):
-        return {name: batch.column(name).to_pylist() for name in batch.column_names}
-    return {
-        name: list(values) if not hasattr(values, "tolist") else values.tolist()
-        for name, values in batch.items()
-    }
+def _column(batch: Mapping[str, Any] | pa.Table, name: str) -> list:
+    """One column as a Python list (only the columns mining needs are converted)."""
+    values = batch.column(name) if isinstance(batch, pa.Table) else batch[name]
+    if isinstance(values, pa.ChunkedArray | pa.Array):
+        return values.to_pylist()
+    return values.tolist() if hasattr(values, "tolist") else list(values)
 
 
 def random_keys(seed: int, query_ids: Sequence[str]) -> np.ndarray:
@@ -463,26 +471,34 @@ def mine_batch(
     batch record and query_id when a positive is not in the corpus or a query has no positive (the caller filters
     these out and counts them first — see :func:`prepare_queries`).
     """
-    cols = _columns(batch)
-    query_ids: list[str] = [str(q) for q in cols["query_id"]]
-    queries: list[str] = [str(q) for q in cols["query"]]
-    if "positive_rows" in cols:
-        positive_rows = [[int(r) for r in rows] for rows in cols["positive_rows"]]
+    names = batch.column_names if isinstance(batch, pa.Table) else list(batch)
+    query_ids: list[str] = [str(q) for q in _column(batch, "query_id")]
+    queries: list[str] = [str(q) for q in _column(batch, "query")]
+    if isinstance(batch, pa.Table) and "positive_rows" in names:  # fast path (Ray Data / in-process mine)
+        col = batch.column("positive_rows").combine_chunks()
+        offsets = col.offsets.to_numpy()
+        pos_flat = col.values.to_numpy()[offsets[0] : offsets[-1]].astype(np.int32)
+        pos_ptr = (offsets - offsets[0]).astype(np.int64)
     else:
-        positive_rows = []
-        for i, (qid, pids) in enumerate(zip(query_ids, cols["positive_ids"], strict=True)):
-            rows = []
-            for pid in pids:
-                row = index.row_of(pid)
-                if row is None:
-                    raise ValueError(
-                        f"batch record {i} (query_id {qid!r}): positive_ids has {pid!r}, not in the corpus"
-                    )
-                rows.append(row)
-            positive_rows.append(rows)
-    for i, (qid, rows) in enumerate(zip(query_ids, positive_rows, strict=True)):
-        if not rows:
-            raise ValueError(f"batch record {i} (query_id {qid!r}): positive_ids is empty")
+        if "positive_rows" in names:
+            positive_rows = [[int(r) for r in rows] for rows in _column(batch, "positive_rows")]
+        else:
+            positive_rows = []
+            for i, (qid, pids) in enumerate(zip(query_ids, _column(batch, "positive_ids"), strict=True)):
+                rows = []
+                for pid in pids:
+                    row = index.row_of(pid)
+                    if row is None:
+                        raise ValueError(
+                            f"batch record {i} (query_id {qid!r}): positive_ids has {pid!r}, not in the corpus"
+                        )
+                    rows.append(row)
+                positive_rows.append(rows)
+        pos_flat = np.fromiter((r for rows in positive_rows for r in rows), dtype=np.int32)
+        pos_ptr = np.zeros(len(positive_rows) + 1, dtype=np.int64)
+        np.cumsum([len(rows) for rows in positive_rows], out=pos_ptr[1:])
+    for i in np.nonzero(np.diff(pos_ptr) == 0)[0]:
+        raise ValueError(f"batch record {i} (query_id {query_ids[i]!r}): positive_ids is empty")
     n_q = len(query_ids)
     n_hard, n_rand = cfg.num_hard_negatives, cfg.num_random_negatives
     arrays = (index.data, index.indices, index.indptr)
@@ -493,9 +509,6 @@ def mine_batch(
     top_rows, top_scores = _topk_batch(q_ids, q_ptr, *arrays, index.num_docs, k)
 
     # 2. hard + random selection (one kernel call; the RNG draws are per query, so batching cannot change them)
-    pos_flat = np.fromiter((r for rows in positive_rows for r in rows), dtype=np.int32)
-    pos_ptr = np.zeros(n_q + 1, dtype=np.int64)
-    np.cumsum([len(rows) for rows in positive_rows], out=pos_ptr[1:])
     keys = random_keys(cfg.seed, query_ids)
     # Small corpora walk a full permutation (every eligible row reachable); large ones take a short list of draws.
     exhaustive = np.full(n_q, index.num_docs <= 64 * n_rand + 1024, dtype=np.bool_)
