@@ -139,9 +139,20 @@ def build_inputs(shared_data: Path, root: Path) -> dict[str, object]:
 # ------------------------------------------------------------------------------------------------------------------
 
 
+_INPUTS_CACHE: dict[str, dict[str, object]] = {}
+
+
+def session_inputs(shared_data: Path, tmp_path_factory) -> dict[str, object]:
+    """Build the inputs once per pytest session (test_train.py and test_train_ray.py share them)."""
+    key = str(tmp_path_factory.getbasetemp())
+    if key not in _INPUTS_CACHE:
+        _INPUTS_CACHE[key] = build_inputs(shared_data, tmp_path_factory.mktemp("train_inputs"))
+    return _INPUTS_CACHE[key]
+
+
 @pytest.fixture(scope="session")
 def train_inputs(shared_data, tmp_path_factory) -> dict[str, object]:
-    return build_inputs(shared_data, tmp_path_factory.mktemp("train_inputs"))
+    return session_inputs(shared_data, tmp_path_factory)
 
 
 def _cfg(inputs: dict[str, object], *overrides: str):

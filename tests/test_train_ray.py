@@ -7,12 +7,12 @@ import json
 from pathlib import Path
 
 import pytest
-from test_train import build_inputs
+from test_train import session_inputs
 
 
 @pytest.fixture(scope="module")
 def ray_inputs(shared_data, tmp_path_factory) -> dict[str, object]:
-    return build_inputs(shared_data, tmp_path_factory.mktemp("train_ray_inputs"))
+    return session_inputs(shared_data, tmp_path_factory)  # shared with test_train.py in one session
 
 
 @pytest.fixture
