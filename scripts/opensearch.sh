@@ -23,7 +23,7 @@ heap="${RAYSPARSE_OPENSEARCH_HEAP:-1g}"
 cmd="${1:-}"
 [ -n "$cmd" ] && shift
 port=9200
-timeout_s=180
+timeout_s=420
 while [ $# -gt 0 ]; do
   case "$1" in
     --port) port="$2"; shift 2 ;;
@@ -65,6 +65,20 @@ fetch_jars() {
   mv "$lib.tmp" "$lib"
 }
 
+compile_wrapper() {
+  # Compiled once into the cache: source-file mode would recompile on every start (~20 s on a busy 2-core box).
+  local classes="$cache/classes-$runner_version" javac
+  javac="$(dirname "$(readlink -f "$1")")/javac"
+  if [ -f "$classes/RaysparseNode.class" ] && [ "$classes/RaysparseNode.class" -nt "$here/opensearch/RaysparseNode.java" ]; then
+    echo "$classes"; return
+  fi
+  if [ -x "$javac" ]; then
+    mkdir -p "$classes"
+    "$javac" -d "$classes" -cp "$lib/*" "$here/opensearch/RaysparseNode.java" >&2 && { echo "$classes"; return; }
+  fi
+  echo ""  # no javac: fall back to source-file mode
+}
+
 start() {
   if pid="$(running_pid)" && health >/dev/null; then
     echo "opensearch.sh: already running (pid $pid)" >&2
@@ -83,13 +97,17 @@ start() {
   fetch_jars
   local java
   java="$(pick_java)"
+  local classes main_class
+  classes="$(compile_wrapper "$java")"
+  if [ -n "$classes" ]; then main_class=(-cp "$classes:$lib/*" RaysparseNode); else
+    main_class=(-cp "$lib/*" "$here/opensearch/RaysparseNode.java"); fi
   # Fresh data dir each start: tests create their own indices and must not see stale ones.
   rm -rf "$run_dir"
   mkdir -p "$run_dir"
   # setsid + nohup: the node outlives this shell and the CI step that started it.
   setsid nohup "$java" -Xms512m "-Xmx$heap" -XX:+UseSerialGC -Djava.awt.headless=true \
-    -cp "$lib/*" "$here/opensearch/RaysparseNode.java" \
-    -basePath "$run_dir/base" -numOfNode 1 -baseHttpPort "$((port - 1))" -clusterName raysparse \
+    "${main_class[@]}" \
+    -basePath "$run_dir/base" -numOfNode 1 -baseHttpPort "$((port - 1))" -clusterName "raysparse-$port" \
     >"$log_file" 2>&1 </dev/null &
   echo $! >"$pid_file"
   local waited=0

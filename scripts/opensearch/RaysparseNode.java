@@ -8,6 +8,12 @@ public class RaysparseNode {
     public static void main(String[] args) throws Exception {
         OpenSearchRunner runner = new OpenSearchRunner();
         runner.setMaxHttpPort(65535);
+        // single-node discovery: without it, two nodes on one host (CI's and a test's) find each other on the
+        // transport ports 9300-9305 and merge into one cluster. Transport binds to loopback only.
+        runner.onBuild((number, settings) -> {
+            settings.put("discovery.type", "single-node");
+            settings.put("network.host", "127.0.0.1");
+        });
         Runtime.getRuntime().addShutdownHook(new Thread(() -> {
             try {
                 runner.close();
