@@ -12,6 +12,12 @@ sparsifies it before it learns, see ../shared/notes/quality-calibration.md). Add
 token logit makes the *untrained* encoder a bag-of-words model (every input token gets weight ~log(1+prior)), so
 training only has to learn re-weighting and expansions on top of exact matching.
 
+Translation prior (optional): a fixed-width table ``(ids, weights)`` of shape (V, K) learned from parallel text by
+:mod:`raysparse.alignment` raises, at each position, the logits of the input token's translations by
+``translation_prior * weight`` (모델 -> model, search -> 검색). With it the untrained encoder already matches across
+languages; training re-weights and learns contextual expansions on top. It is a gather + scatter-add, so it traces
+and exports like the lexical prior.
+
 Why pooling is computed as ``log1p(relu(max_l z))``: ``log1p∘relu`` is monotone non-decreasing, so taking the max over
 positions first gives the same values (and the same argmax gradient) as SPLADE's ``max_l log1p(relu(z))`` while
 the elementwise ops run on (B, V) instead of (B, L, V) -- the L×V output layer dominates compute and memory.
@@ -38,6 +44,7 @@ from torch import nn
 
 RAYSPARSE_JSON = "raysparse.json"
 QUERY_WEIGHTS_FILE = "query_weights.safetensors"
+TRANSLATION_TABLE_FILE = "translation_table.safetensors"
 QUERY_MODES = ("encoder", "inference_free")
 _FORMAT_VERSION = 1
 
@@ -75,15 +82,20 @@ class SparseEncoder(nn.Module):
         lexical_prior: float = 0.0,
         query_mode: str = "encoder",
         query_weights: torch.Tensor | None = None,
+        translation_prior: float = 0.0,
+        translation_table: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> None:
         super().__init__()
         if query_mode not in QUERY_MODES:
             raise ValueError(f"query_mode must be one of {QUERY_MODES}, got {query_mode!r}")
         if lexical_prior < 0 or not math.isfinite(lexical_prior):
             raise ValueError(f"lexical_prior must be a finite number >= 0, got {lexical_prior!r}")
+        if translation_prior < 0 or not math.isfinite(translation_prior):
+            raise ValueError(f"translation_prior must be a finite number >= 0, got {translation_prior!r}")
         self.mlm = mlm
         self.tokenizer = tokenizer
         self.lexical_prior = float(lexical_prior)
+        self.translation_prior = float(translation_prior)
         self.query_mode = query_mode
         self.vocab_size: int = _model_vocab_size(mlm)
         self.special_token_ids: list[int] = special_ids_of(tokenizer, self.vocab_size)
@@ -110,6 +122,25 @@ class SparseEncoder(nn.Module):
             self.query_weights = nn.Parameter(torch.ones(self.vocab_size))
         else:
             self.query_weights = None
+        # Buffers (None when absent) so .to(device) moves them; saved in their own file, not in the HF weights.
+        self.register_buffer("translation_ids", None, persistent=False)
+        self.register_buffer("translation_weights", None, persistent=False)
+        if translation_table is not None:
+            if hasattr(translation_table, "ids"):  # a raysparse.alignment.TranslationTable
+                translation_table = (translation_table.ids, translation_table.weights)
+            ids, weights = (torch.as_tensor(t) for t in translation_table)
+            if ids.dim() != 2 or ids.shape != weights.shape or ids.shape[0] > self.vocab_size:
+                raise ValueError(
+                    f"translation_table must be two (V, K) arrays with V <= {self.vocab_size}, "
+                    f"got {tuple(ids.shape)} and {tuple(weights.shape)}"
+                )
+            if ids.numel() and int(ids.max()) >= self.vocab_size:
+                raise ValueError("translation_table has target ids outside the model vocabulary")
+            pad_rows = self.vocab_size - ids.shape[0]  # the tokenizer may be smaller than the output layer
+            self.translation_ids = torch.cat(
+                [ids.long(), torch.zeros(pad_rows, ids.shape[1], dtype=torch.long)]
+            )
+            self.translation_weights = torch.cat([weights.float(), torch.zeros(pad_rows, weights.shape[1])])
 
     # ------------------------------------------------------------------ core tensor paths (traceable)
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
@@ -121,6 +152,10 @@ class SparseEncoder(nn.Module):
             # In place on the fresh logits tensor: no second (B, L, V) copy. Autograd allows it: the producing
             # matmul does not need its output for backward and scatter_add's backward needs only the index.
             logits = logits.scatter_add_(-1, index, prior)
+        if self.translation_ids is not None and self.translation_prior != 0.0:
+            targets = self.translation_ids[input_ids]  # (B, L, K)
+            boost = (self.translation_weights[input_ids] * self.translation_prior).to(logits.dtype)
+            logits = logits.scatter_add_(-1, targets, boost)
         pad = (attention_mask == 0).unsqueeze(-1)
         # also in place (masked_fill's backward needs only the mask): the pooled max then saves this same buffer
         logits = logits.masked_fill_(pad, 0.0)
@@ -247,6 +282,8 @@ class SparseEncoder(nn.Module):
             "vocab_size": self.vocab_size,
             "special_token_ids": self.special_token_ids,
             "has_query_weights": self.query_weights is not None,
+            "translation_prior": self.translation_prior,
+            "has_translation_table": self.translation_ids is not None,
         }
         (out / RAYSPARSE_JSON).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
         qw = out / QUERY_WEIGHTS_FILE
@@ -254,17 +291,29 @@ class SparseEncoder(nn.Module):
             save_file({"query_weights": self.query_weights.detach().float().cpu().contiguous()}, str(qw))
         elif qw.exists():
             qw.unlink()  # a stale file from an earlier save must not resurrect old weights
+        table = out / TRANSLATION_TABLE_FILE
+        if self.translation_ids is not None:
+            save_file(
+                {
+                    "ids": self.translation_ids.cpu().contiguous(),
+                    "weights": self.translation_weights.cpu().contiguous(),
+                },
+                str(table),
+            )
+        elif table.exists():
+            table.unlink()
 
     @classmethod
     def from_pretrained(cls, name_or_path: str | Path, **overrides: Any) -> SparseEncoder:
         """Load from a directory written by :meth:`save_pretrained`, any HF masked-LM directory, or a Hub name.
 
-        ``overrides`` (``lexical_prior``, ``query_mode``, ``query_weights``) replace values from ``raysparse.json``;
+        ``overrides`` (``lexical_prior``, ``query_mode``, ``query_weights``, ``translation_prior``,
+        ``translation_table``) replace values from ``raysparse.json`` and the saved files;
         a plain HF checkpoint without ``raysparse.json`` starts with the defaults.
         """
         from transformers import AutoModelForMaskedLM, AutoTokenizer
 
-        allowed = {"lexical_prior", "query_mode", "query_weights"}
+        allowed = {"lexical_prior", "query_mode", "query_weights", "translation_prior", "translation_table"}
         unknown = set(overrides) - allowed
         if unknown:
             raise TypeError(
@@ -273,6 +322,7 @@ class SparseEncoder(nn.Module):
         path = Path(name_or_path)
         meta: dict[str, Any] = {}
         query_weights = None
+        translation_table = None
         if path.is_dir():
             meta_file = path / RAYSPARSE_JSON
             if meta_file.is_file():
@@ -287,12 +337,20 @@ class SparseEncoder(nn.Module):
                 from safetensors.torch import load_file  # safetensors: no pickle, safe on untrusted files
 
                 query_weights = load_file(str(qw_file))["query_weights"]
+            table_file = path / TRANSLATION_TABLE_FILE
+            if table_file.is_file():
+                from safetensors.torch import load_file
+
+                tensors = load_file(str(table_file))
+                translation_table = (tensors["ids"], tensors["weights"])
         tokenizer = AutoTokenizer.from_pretrained(str(name_or_path))
         mlm = AutoModelForMaskedLM.from_pretrained(str(name_or_path))
         kwargs: dict[str, Any] = {
             "lexical_prior": float(meta.get("lexical_prior", 0.0)),
             "query_mode": meta.get("query_mode", "encoder"),
             "query_weights": query_weights,
+            "translation_prior": float(meta.get("translation_prior", 0.0)),
+            "translation_table": translation_table,
         }
         kwargs.update(overrides)
         return cls(mlm, tokenizer, **kwargs)

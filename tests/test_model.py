@@ -189,10 +189,8 @@ def test_inference_free_queries_use_only_token_weights(tokenizer, news_ko):
         make_encoder(tokenizer, query_mode="inference_free", query_weights=torch.ones(5))
 
 
-def test_jit_trace_and_onnx_match_eager(tokenizer, news_ko, tmp_path):
-    enc = make_encoder(tokenizer, lexical_prior=5.0)
-    example = enc.tokenize(news_ko[:2], max_length=32)
-    other = enc.tokenize(news_ko[10:13], max_length=64)  # a different batch size and length than traced
+def _assert_exports_match_eager(enc: SparseEncoder, example: dict, other: dict, tmp_path) -> None:
+    """torch.jit.trace and ONNX (run in onnxruntime) agree with eager on a batch shaped unlike the traced one."""
     with torch.no_grad():
         traced = torch.jit.trace(enc, (example["input_ids"], example["attention_mask"]), strict=False)
         eager = enc(other["input_ids"], other["attention_mask"])
@@ -221,6 +219,53 @@ def test_jit_trace_and_onnx_match_eager(tokenizer, news_ko, tmp_path):
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     (onnx_out,) = session.run(None, {k: v.numpy() for k, v in other.items()})
     torch.testing.assert_close(torch.from_numpy(onnx_out), eager, atol=1e-4, rtol=1e-4)
+
+
+def test_jit_trace_and_onnx_match_eager(tokenizer, news_ko, tmp_path):
+    enc = make_encoder(tokenizer, lexical_prior=5.0)
+    example = enc.tokenize(news_ko[:2], max_length=32)
+    other = enc.tokenize(news_ko[10:13], max_length=64)  # a different batch size and length than traced
+    _assert_exports_match_eager(enc, example, other, tmp_path)
+
+
+def test_translation_prior_matches_across_languages(shared_data, tmp_path):
+    """A table learned from real parallel text makes the untrained encoder put English translations on Korean text."""
+    from raysparse.alignment import learn_translation_table
+
+    news = shared_data / "bilingual" / "news-parallel-dev"
+    ko = (news / "korean-english-park.dev.ko").read_text(encoding="utf-8").splitlines()
+    en = (news / "korean-english-park.dev.en").read_text(encoding="utf-8").splitlines()
+    pairs = list(zip(ko, en, strict=True))
+    for line in (shared_data / "bilingual" / "tatoeba" / "kor.txt").read_text(encoding="utf-8").splitlines():
+        cols = line.split("\t")
+        pairs.append((cols[1], cols[0]))
+    # The shared tiny tokenizer is nearly all single characters; translation needs word pieces in both languages.
+    tokenizer = train_tokenizer([t for pair in pairs for t in pair], vocab_size=8000)
+    table = learn_translation_table(tokenizer, pairs, top_k=3, min_score=0.1)
+    assert table.num_entries > 500
+    plain = make_encoder(tokenizer, lexical_prior=5.0)
+    enc = make_encoder(tokenizer, lexical_prior=5.0, translation_prior=5.0, translation_table=table)
+    source = next(i for i in range(len(tokenizer)) if table.translations(i))
+    target, _ = table.translations(source)[0]
+    batch = {
+        "input_ids": torch.tensor([[tokenizer.cls_token_id, source, tokenizer.sep_token_id]]),
+        "attention_mask": torch.ones(1, 3, dtype=torch.long),
+    }
+    with torch.no_grad():
+        assert enc(**batch)[0, target] > plain(**batch)[0, target] + 0.5
+    # Korean sentence -> English sentence: the prior raises the true pair's score above the untranslated model's
+    q = enc.tokenize(ko[:20], max_length=48)
+    d = enc.tokenize(en[:20], max_length=48)
+    with torch.no_grad():
+        gain = (enc(**q) * enc(**d)).sum(1) - (plain(**q) * plain(**d)).sum(1)
+    assert (gain > 0).float().mean() >= 0.9
+
+    enc.save_pretrained(tmp_path / "m")
+    again = SparseEncoder.from_pretrained(tmp_path / "m").eval()
+    assert again.translation_prior == 5.0
+    with torch.no_grad():
+        torch.testing.assert_close(again(**q), enc(**q))
+    _assert_exports_match_eager(enc, enc.tokenize(ko[:2], 32), enc.tokenize(ko[5:8], 64), tmp_path)
 
 
 def test_bf16_autocast_and_gradients(tokenizer, news_ko):
