@@ -182,27 +182,29 @@ def run_pipeline(cfg: RaySparseConfig, force: bool = False) -> PipelineResult:
 
     dictionary, sentences = load_bilingual()
 
-    # Backbone: a tokenizer + small BERT built from this data when offline, else a name or path as given.
+    # Backbone: a tokenizer + small BERT built from this data when offline, else a name or path as given; then the
+    # Korean<->English translation prior learned in that tokenizer's vocabulary from the parallel text + dictionary.
     def build_backbone(stage_dir: Path) -> dict[str, Any]:
-        texts = data.corpus.column("text").to_pylist() + data.queries.column("text").to_pylist()
-        texts += sentences.column("ko").to_pylist() + sentences.column("en").to_pylist()
-        terms = dictionary.to_table()
-        texts += terms.column("ko").to_pylist() + terms.column("en").to_pylist()
-        path = build_local_backbone(texts, cfg.model, str(stage_dir / "model"))
-        return {"backbone_dir": path, "num_texts": len(texts)}
+        info: dict[str, Any] = {}
+        path = cfg.model.backbone
+        if path == "local-small":
+            texts = data.corpus.column("text").to_pylist() + data.queries.column("text").to_pylist()
+            texts += sentences.column("ko").to_pylist() + sentences.column("en").to_pylist()
+            terms = dictionary.to_table()
+            texts += terms.column("ko").to_pylist() + terms.column("en").to_pylist()
+            path = build_local_backbone(texts, cfg.model, str(stage_dir / "mlm"))
+            info["num_tokenizer_texts"] = len(texts)
+        if cfg.model.translation_prior > 0:
+            path, table_info = _attach_translation_prior(
+                path, cfg, sentences, dictionary, stage_dir / "model"
+            )
+            info.update(table_info)
+        return {"backbone_dir": str(path), **info}
 
-    if cfg.model.backbone == "local-small":
-        r = run_stage(
-            "backbone",
-            [data_key, bilingual_key, cfg.model.model_dump()],
-            out / "backbone",
-            build_backbone,
-            force,
-        )
-        backbone_dir = r.info["backbone_dir"]
-    else:
-        r = StageResult("backbone", fingerprint(cfg.model.backbone), Path(cfg.model.backbone), True, 0.0, {})
-        backbone_dir = cfg.model.backbone
+    r = run_stage(
+        "backbone", [data_key, bilingual_key, cfg.model.model_dump()], out / "backbone", build_backbone, force
+    )
+    backbone_dir = r.info["backbone_dir"]
     results.append(r)
 
     # Mining: BM25 hard negatives for the training queries.
@@ -269,6 +271,35 @@ def run_pipeline(cfg: RaySparseConfig, force: bool = False) -> PipelineResult:
         + "\n"
     )
     return PipelineResult(results, r.info["model"], r.info["bm25"], results_path)
+
+
+def _attach_translation_prior(
+    backbone: str, cfg: RaySparseConfig, sentences: pa.Table, dictionary: Any, out_dir: Path
+) -> tuple[str, dict[str, Any]]:
+    """Learn the translation table for ``backbone``'s tokenizer and save the encoder with it (HF layout)."""
+    from raysparse.alignment import describe, learn_translation_table
+    from raysparse.model import SparseEncoder
+
+    encoder = SparseEncoder.from_pretrained(backbone, lexical_prior=cfg.model.lexical_prior)
+    terms = dictionary.to_table()
+    table = learn_translation_table(
+        encoder.tokenizer,
+        zip(sentences.column("ko").to_pylist(), sentences.column("en").to_pylist(), strict=True),
+        zip(terms.column("ko").to_pylist(), terms.column("en").to_pylist(), strict=True),
+        top_k=cfg.model.translation_top_k,
+        min_score=cfg.model.translation_min_score,
+    )
+    encoder = SparseEncoder(
+        encoder.mlm,
+        encoder.tokenizer,
+        lexical_prior=cfg.model.lexical_prior,
+        translation_prior=cfg.model.translation_prior,
+        translation_table=table,
+    )
+    encoder.save_pretrained(out_dir)
+    examples = describe(table, encoder.tokenizer, ["검색", "모델", "데이터", "search", "model"])
+    log.info("translation prior: %d entries; e.g. %s", table.num_entries, examples)
+    return str(out_dir), {"translation_entries": table.num_entries, "translation_examples": examples}
 
 
 def _metrics_only(metrics: Any) -> dict[str, float]:
