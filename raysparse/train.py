@@ -615,6 +615,9 @@ def _maybe_fail(config: dict[str, Any], step: int, rank: int) -> None:
     if marker.exists():
         return
     marker.write_text(str(step))
+    # Ray Train's controller registers a reported checkpoint when it next polls the workers; a worker dying right
+    # after ray.train.report can lose that checkpoint (measured under heavy load), so let the poll happen first.
+    time.sleep(float(config.get("fail_delay_s", 5.0)))
     log.warning("fault injection: rank %d exits at step %d", rank, step)
     os._exit(17)
 
