@@ -87,9 +87,13 @@ class ModelConfig(_Section):
     intermediate_size: int = Field(default=512, ge=16)
     max_query_length: int = Field(default=32, ge=4)
     max_doc_length: int = Field(default=128, ge=8)
-    lexical_prior: float = Field(
-        default=5.0, ge=0.0
-    )  # added to each token's own output logit (bag-of-words prior)
+    # Added to each position's own input-token logit: the untrained encoder starts as a bag of words.
+    lexical_prior: float = Field(default=5.0, ge=0.0)
+    # Korean<->English translation prior learned from the parallel text and dictionaries (raysparse.alignment):
+    # each input token raises its translations' logits by translation_prior * Dice score. 0 turns it off.
+    translation_prior: float = Field(default=5.0, ge=0.0)
+    translation_top_k: int = Field(default=4, ge=1)
+    translation_min_score: float = Field(default=0.05, gt=0.0, le=1.0)
     query_mode: Literal["encoder", "inference_free"] = "encoder"
     top_k_terms: int | None = Field(default=None, ge=1)  # inference-time pruning
     threshold: float = Field(default=0.0, ge=0.0)
