@@ -627,7 +627,12 @@ def _build_model(cfg: RaySparseConfig, backbone: str, examples: TrainingExamples
     start from BM25-style IDF over the training documents (identical on every rank: same data, same tokenizer)."""
     from raysparse.model import QUERY_WEIGHTS_FILE, RAYSPARSE_JSON, SparseEncoder, idf_weights
 
-    overrides: dict[str, Any] = {"lexical_prior": cfg.model.lexical_prior, "query_mode": cfg.model.query_mode}
+    # the config is authoritative for the priors (Tune varies them); a translation table comes with the backbone dir
+    overrides: dict[str, Any] = {
+        "lexical_prior": cfg.model.lexical_prior,
+        "query_mode": cfg.model.query_mode,
+        "translation_prior": cfg.model.translation_prior,
+    }
     has_weights = (Path(backbone) / QUERY_WEIGHTS_FILE).is_file() and (
         Path(backbone) / RAYSPARSE_JSON
     ).is_file()
