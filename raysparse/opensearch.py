@@ -477,17 +477,23 @@ class _EncodeActor:
         }
 
 
-def _load_model_encoder(model_dir: str, top_k: int | None) -> TermEncoder:
+def _load_model_encoder(model_dir: str, top_k: int | None, max_length: int | None) -> TermEncoder:
     from raysparse.model import SparseEncoder
 
     model = SparseEncoder.from_pretrained(model_dir)
     model.eval()
-    return partial(model.encode, is_query=False, top_k=top_k)
+    return partial(model.encode, is_query=False, top_k=top_k, max_length=max_length)
 
 
-def model_encoder_factory(model_dir: str | Path, top_k: int | None = None) -> Callable[[], TermEncoder]:
-    """A picklable factory for Ray actors: loads ``SparseEncoder.from_pretrained(model_dir)`` once per actor."""
-    return partial(_load_model_encoder, str(model_dir), top_k)
+def model_encoder_factory(
+    model_dir: str | Path, top_k: int | None = None, max_length: int | None = None
+) -> Callable[[], TermEncoder]:
+    """A picklable factory for Ray actors: loads ``SparseEncoder.from_pretrained(model_dir)`` once per actor.
+
+    ``max_length`` should be the document length the model was trained and evaluated with
+    (``model.max_doc_length``), so OpenSearch holds the same vectors as in-process evaluation.
+    """
+    return partial(_load_model_encoder, str(model_dir), top_k, max_length)
 
 
 def lexical_encoder_factory(analyzer: str = "bigram") -> Callable[[], TermEncoder]:
@@ -769,13 +775,13 @@ def search(
     return hits
 
 
-def model_query_encoder(model_dir: str | Path) -> TermEncoder:
+def model_query_encoder(model_dir: str | Path, max_length: int | None = None) -> TermEncoder:
     """Queries -> term weights with a trained SparseEncoder (inference-free query mode when it was trained so)."""
     from raysparse.model import SparseEncoder
 
     model = SparseEncoder.from_pretrained(model_dir)
     model.eval()
-    return partial(model.encode, is_query=True)
+    return partial(model.encode, is_query=True, max_length=max_length)
 
 
 def opensearch_run(
@@ -800,6 +806,40 @@ def opensearch_run(
     )
     run = search_run(client, index, queries, query_encoder, mode, size, **search_kwargs)
     return run, compute_metrics(run, qrels_from_table(data.qrels))
+
+
+def index_term_stats(
+    client, index: str, query_terms: Sequence[Mapping[str, float]], field_name: str = SPARSE_FIELD
+) -> dict[str, float]:
+    """avg_query_terms, avg_doc_terms and SPLADE FLOPS measured on what the index actually stores.
+
+    Document vectors are read back from ``_source`` (after sanitising and clipping), so the figures describe the
+    deployed index, not the in-process model. FLOPS = sum_v p_q(v) * p_d(v), as in raysparse.evaluation.
+    """
+    from opensearchpy import helpers
+
+    doc_rate: Counter[str] = Counter()
+    num_docs = 0
+    total_doc_terms = 0
+    for hit in helpers.scan(client, index=index, query={"query": {"match_all": {}}, "_source": [field_name]}):
+        vector = (hit.get("_source") or {}).get(field_name) or {}
+        num_docs += 1
+        total_doc_terms += len(vector)
+        doc_rate.update(vector.keys())
+    query_rate: Counter[str] = Counter()
+    for terms in query_terms:
+        query_rate.update(feature_name(t) for t, w in terms.items() if w > 0)
+    num_queries = len(query_terms)
+    flops_value = (
+        sum(query_rate[t] / num_queries * doc_rate.get(t, 0) / num_docs for t in query_rate)
+        if num_queries and num_docs
+        else 0.0
+    )
+    return {
+        "avg_query_terms": sum(query_rate.values()) / num_queries if num_queries else 0.0,
+        "avg_doc_terms": total_doc_terms / num_docs if num_docs else 0.0,
+        "flops": float(flops_value),
+    }
 
 
 # --------------------------------------------------------------------------------------------- ml-commons

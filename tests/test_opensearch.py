@@ -290,3 +290,54 @@ def test_index_corpus_with_ray_data_actor_pool(client, index_name, klue, ray_loc
     assert stored[SPARSE_FIELD] == pytest.approx(expected)
     assert stored[BM25_FIELD] == " ".join(bigram_analyzer([f"{row['title']} {row['text']}"])[0])
     assert all(math.isfinite(v) and 0 < v <= MAX_WEIGHT for v in stored[SPARSE_FIELD].values())
+
+
+@pytest.mark.slow
+def test_cli_index_then_evaluate_from_opensearch_matches_in_process(os_url, client, klue, tmp_path):
+    """`raysparse index` + `raysparse evaluate --opensearch` give the in-process metrics (up to Lucene quantisation)."""
+    import json
+
+    import torch
+
+    from raysparse.backbone import build_small_bert, train_tokenizer
+    from raysparse.cli import main
+    from raysparse.config import ModelConfig
+    from raysparse.data import write_beir
+    from raysparse.model import SparseEncoder
+
+    texts = klue.corpus.column("text").to_pylist() + klue.queries.column("text").to_pylist()
+    tokenizer = train_tokenizer(texts, vocab_size=4000)
+    torch.manual_seed(0)
+    mlm = build_small_bert(
+        tokenizer, ModelConfig(hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64)
+    )
+    SparseEncoder(mlm, tokenizer, lexical_prior=5.0).save_pretrained(tmp_path / "model")
+    beir = write_beir(klue, tmp_path / "beir")
+    index = f"raysparse-cli-{uuid.uuid4().hex[:8]}"
+    try:
+        common = ["--model", str(tmp_path / "model"), "--beir", str(beir)]
+        assert main(["index", "--url", os_url, "--index", index, *common, "--no-ray"]) == 0
+        assert main(["evaluate", *common, "--no-baseline", "--out", str(tmp_path / "local")]) == 0
+        assert (
+            main(
+                ["evaluate", *common, "--opensearch", os_url, "--index", index, "--out", str(tmp_path / "os")]
+            )
+            == 0
+        )
+    finally:
+        client.indices.delete(index=index, ignore_unavailable=True)
+    local = json.loads((tmp_path / "local" / "metrics.json").read_text())
+    remote = json.loads((tmp_path / "os" / "metrics.json").read_text())
+    for key in (
+        "ndcg@10",
+        "mrr@10",
+        "recall@100",
+        "precision@10",
+        "avg_query_terms",
+        "avg_doc_terms",
+        "flops",
+    ):
+        assert key in remote, key
+    assert remote["num_queries"] == local["num_queries"] == klue.queries.num_rows
+    assert abs(remote["ndcg@10"] - local["ndcg@10"]) <= 0.03, (remote["ndcg@10"], local["ndcg@10"])
+    assert remote["avg_query_terms"] == pytest.approx(local["avg_query_terms"], rel=0.05)

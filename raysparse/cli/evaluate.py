@@ -62,6 +62,18 @@ def register(subparsers: Any) -> None:
         help="ko<TAB>en term pairs for the synonym section (default: sample glossary)",
     )
     parser.add_argument("--max-pairs", type=int, default=300, help="dictionary pairs used in the report")
+    parser.add_argument(
+        "--opensearch",
+        metavar="URL",
+        help="compute the metrics from OpenSearch's own results for --beir (needs --index; see raysparse index)",
+    )
+    parser.add_argument("--index", metavar="NAME", help="the OpenSearch index holding the --beir corpus")
+    parser.add_argument(
+        "--os-mode",
+        choices=["sparse", "bm25", "hybrid"],
+        default=None,
+        help="OpenSearch query form (default: sparse with --model, bm25 without)",
+    )
     parser.add_argument("--out", metavar="DIR", required=True, help="output directory")
     add_config_args(parser)
     parser.set_defaults(func=run)
@@ -113,9 +125,43 @@ def _evaluate_collection(args: argparse.Namespace, cfg: Any, data: Any, out: Pat
     return results
 
 
+def _evaluate_opensearch(args: argparse.Namespace, cfg: Any, data: Any, out: Path) -> Any:
+    """metrics.json from OpenSearch's results for ``data``'s queries (the corpus must already be indexed)."""
+    from raysparse.evaluation import evaluate_run, write_metrics, write_run
+    from raysparse.opensearch import index_term_stats, make_client, model_query_encoder, opensearch_run
+
+    mode = args.os_mode or ("sparse" if args.model else "bm25")
+    encoder = model_query_encoder(args.model, cfg.model.max_query_length) if args.model else None
+    run, _ = opensearch_run(
+        args.opensearch, args.index, data, encoder, mode, size=cfg.eval.recall_k, os_cfg=cfg.opensearch
+    )
+    stats = {}
+    if encoder is not None:
+        query_terms = encoder(data.queries.column("text").to_pylist())
+        stats = index_term_stats(make_client(cfg.opensearch, url=args.opensearch), args.index, query_terms)
+    result = evaluate_run(run, data, system=f"opensearch-{mode}", stats=stats)
+    write_metrics(
+        result, out / "metrics.json", opensearch={"url": args.opensearch, "index": args.index, "mode": mode}
+    )
+    write_run(result, out / result.system / "run.trec", depth=cfg.eval.recall_k)
+    return result
+
+
 def run(args: argparse.Namespace) -> int:
     from raysparse.evaluation.report import summary_table
 
+    if args.opensearch and not (args.index and args.beir):
+        print("raysparse evaluate: --opensearch needs --index NAME and --beir DIR", file=sys.stderr)
+        return 2
+    if args.opensearch:
+        from raysparse.data import read_beir
+
+        cfg = config_from_args(args)
+        data = read_beir(args.beir, args.split)
+        result = _evaluate_opensearch(args, cfg, data, Path(args.out))
+        print(summary_table([result]))
+        print(f"metrics: {Path(args.out) / 'metrics.json'}")
+        return 0
     if not args.model and not args.bm25:
         print("raysparse evaluate: give --model DIR and/or --bm25 kiwi|bigram", file=sys.stderr)
         return 2

@@ -52,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
 
     encoder = None
     if args.model:
-        encoder = model_query_encoder(args.model)
+        encoder = model_query_encoder(args.model, cfg.model.max_query_length)
     elif args.lexical:
         encoder = lexical_term_weights
     client = make_client(cfg.opensearch)
