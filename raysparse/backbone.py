@@ -157,7 +157,7 @@ def build_local_backbone(
     torch.manual_seed(seed)
     texts = list(texts)
     tokenizer = train_tokenizer(texts, vocab_size=model_cfg.vocab_size)
-    model = build_small_bert(tokenizer, model_cfg)
+    model = build_small_bert(tokenizer, model_cfg, output_bias=model_cfg.output_bias)
     losses: list[float] = []
     if model_cfg.mlm_warmup_steps > 0:
         losses = mlm_warm_start(

@@ -98,6 +98,9 @@ class ModelConfig(_Section):
     top_k_terms: int | None = Field(default=None, ge=1)  # inference-time pruning
     threshold: float = Field(default=0.0, ge=0.0)
     mlm_warmup_steps: int = Field(default=0, ge=0)  # optional masked-LM warm start of a local backbone
+    # Initial vocabulary-logit bias of a local backbone: negative enough that the random head's noise stays below
+    # zero (inactive) and the priors dominate; its noise grows with hidden_size (-0.25 suits 128, -1.0 suits 256).
+    output_bias: float = Field(default=-0.25, le=0.0)
 
 
 class LossConfig(_Section):

@@ -1,0 +1,152 @@
+"""OUT/results.md for the quality recipe: one table per dev set, a hybrid row, the learning curve, stage times.
+
+Reads what run.sh left: ``OUT/eval/<set>/<system>/{metrics.json,run.trec}``, ``OUT/pipeline/train/history.jsonl``,
+``OUT/pipeline/*/_stage.json``, ``OUT/stage_times.tsv``, ``OUT/command.txt``. The hybrid is a per-query min-max
+fusion (0.5 model + 0.5 BM25-kiwi) of the two top-100 runs: a document missing from one run gets 0 there.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+from pathlib import Path
+from typing import Any
+
+ROWS = ("ndcg@10", "mrr@10", "recall@100", "avg_query_terms", "avg_doc_terms")
+SYSTEM_ORDER = ("model", "bm25-kiwi", "bm25-bigram", "hybrid")
+
+
+def read_trec(path: Path) -> dict[str, dict[str, float]]:
+    """A TREC run file (``qid Q0 doc rank score system``) as ``{qid: {doc: score}}``; names the line on bad input."""
+    run: dict[str, dict[str, float]] = {}
+    with path.open(encoding="utf-8") as fh:
+        for line_no, line in enumerate(fh, 1):
+            parts = line.split()
+            if not parts:
+                continue
+            if len(parts) < 6:
+                raise ValueError(f"{path} line {line_no}: expected 6 fields, got {len(parts)}")
+            run.setdefault(parts[0], {})[parts[2]] = float(parts[4])
+    return run
+
+
+def min_max_fusion(a: dict[str, dict[str, float]], b: dict[str, dict[str, float]], weight: float = 0.5):
+    """Per-query min-max normalised ``weight * a + (1 - weight) * b`` (a document absent from a run scores 0 there)."""
+
+    def norm(scores: dict[str, float]) -> dict[str, float]:
+        if not scores:
+            return {}
+        lo, hi = min(scores.values()), max(scores.values())
+        return {d: (s - lo) / (hi - lo) if hi > lo else 1.0 for d, s in scores.items()}
+
+    fused: dict[str, dict[str, float]] = {}
+    for qid in set(a) | set(b):
+        na, nb = norm(a.get(qid, {})), norm(b.get(qid, {}))
+        fused[qid] = {d: weight * na.get(d, 0.0) + (1 - weight) * nb.get(d, 0.0) for d in set(na) | set(nb)}
+    return fused
+
+
+def set_table(set_dir: Path, beir_dir: Path) -> tuple[str, dict[str, dict[str, Any]]]:
+    """The Markdown table of every system evaluated on one dev set (+ hybrid), and the metrics by system."""
+    metrics: dict[str, dict[str, Any]] = {}
+    for sys_dir in sorted(p for p in set_dir.iterdir() if (p / "metrics.json").is_file()):
+        metrics[sys_dir.name] = json.loads((sys_dir / "metrics.json").read_text())
+    if (set_dir / "model" / "run.trec").is_file() and (set_dir / "bm25-kiwi" / "run.trec").is_file():
+        from raysparse.data import read_beir
+        from raysparse.evaluation import evaluate_run
+
+        fused = min_max_fusion(read_trec(set_dir / "model" / "run.trec"), read_trec(set_dir / "bm25-kiwi" / "run.trec"))
+        result = evaluate_run(fused, read_beir(beir_dir).qrels, system="hybrid")
+        metrics["hybrid"] = dict(result.metrics)
+    systems = [s for s in SYSTEM_ORDER if s in metrics] + sorted(set(metrics) - set(SYSTEM_ORDER))
+    base = metrics.get("bm25-kiwi", {}).get("ndcg@10")
+    lines = [
+        "| system | nDCG@10 | MRR@10 | recall@100 | avg query terms | avg doc terms | nDCG@10 / BM25-kiwi |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for s in systems:
+        m = metrics[s]
+        cells = [f"{m[k]:.4f}" if isinstance(m.get(k), float) else "–" for k in ROWS[:3]]
+        cells += [f"{m[k]:.1f}" if isinstance(m.get(k), int | float) else "–" for k in ROWS[3:]]
+        ratio = f"{m['ndcg@10'] / base:.2f}" if base and isinstance(m.get("ndcg@10"), float) else "–"
+        lines.append(f"| {s} | " + " | ".join(cells) + f" | {ratio} |")
+    return "\n".join(lines), metrics
+
+
+def learning_curve(history: Path, png: Path) -> list[dict[str, Any]]:
+    """Plot val nDCG@10 (and the ranking loss) against the step; returns the evaluated points."""
+    rows = [json.loads(line) for line in history.read_text().splitlines() if line.strip()] if history.is_file() else []
+    points = [r for r in rows if "val/ndcg@10" in r]
+    if not points:
+        return []
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    ax.plot([p["step"] for p in points], [p["val/ndcg@10"] for p in points], marker="o", label="val nDCG@10")
+    ax.set_xlabel("step")
+    ax.set_ylabel("val nDCG@10 (held-out training queries)")
+    loss_key = next((k for k in ("loss/ranking", "loss/total") if k in rows[0]), None)
+    if loss_key:
+        ax2 = ax.twinx()
+        ax2.plot([r["step"] for r in rows], [r[loss_key] for r in rows], color="gray", alpha=0.4, label=loss_key)
+        ax2.set_ylabel(loss_key)
+    ax.set_title("quality recipe: learning curve")
+    fig.tight_layout()
+    png.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(png, dpi=110)
+    plt.close(fig)
+    return points
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("out", type=Path, help="the run.sh output directory")
+    parser.add_argument("--config", default="benchmarks/quality/config.yaml")
+    args = parser.parse_args(argv)
+    out: Path = args.out
+    parts = ["# Quality recipe: results", ""]
+    parts.append(
+        f"Machine: {platform.machine()} {os.cpu_count()}-core CPU VM (shared with other jobs), no GPU; "
+        f"{platform.python_implementation()} {platform.python_version()}. Config: `{args.config}`."
+    )
+    parts += ["", "Command:", "", "```", (out / "command.txt").read_text().strip(), "```", ""]
+    all_metrics = {}
+    for set_dir in sorted((out / "eval").iterdir()):
+        table, metrics = set_table(set_dir, out / "data" / "dev" / set_dir.name)
+        all_metrics[set_dir.name] = metrics
+        parts += [f"## {set_dir.name}", "", table, ""]
+    (out / "results.json").write_text(json.dumps(all_metrics, indent=2) + "\n")
+    points = learning_curve(out / "pipeline" / "train" / "history.jsonl", out / "learning_curve.png")
+    parts += ["## Learning curve", ""]
+    if points:
+        parts += [
+            "Val nDCG@10 on the held-out 5% of training queries (all directions, 1.6k-document training corpus):",
+            "",
+            "| step | val nDCG@10 |",
+            "|---|---|",
+        ]
+        parts += [f"| {p['step']} | {p['val/ndcg@10']:.4f} |" for p in points]
+        parts += ["", "![learning curve](learning_curve.png)", ""]
+    else:
+        parts += ["(no evaluation points in history.jsonl)", ""]
+    parts += ["## Wall time per stage", "", "| stage | seconds |", "|---|---|"]
+    for stage_json in sorted((out / "pipeline").glob("*/_stage.json")):
+        rec = json.loads(stage_json.read_text())
+        parts.append(f"| pipeline/{stage_json.parent.name} | {rec.get('seconds', 0):.0f} |")
+    times = out / "stage_times.tsv"
+    if times.is_file():
+        for line in times.read_text().splitlines():
+            name, sec = line.split("\t")
+            parts.append(f"| {name} | {sec} |")
+    (out / "results.md").write_text("\n".join(parts) + "\n")
+    print("\n".join(parts))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

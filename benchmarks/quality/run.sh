@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# The quality recipe end to end: build data from ../shared/data -> raysparse run (backbone + priors, mining,
+# augmentation, Ray Train + DeepSpeed) -> OUT/model -> raysparse evaluate on every dev set (model, BM25-kiwi,
+# BM25-bigram) -> OUT/results.md with the learning curve.
+#
+#   benchmarks/quality/run.sh OUT            # the real run (~40 min on 2 CPU cores)
+#   QUALITY_SET="train.max_steps=10" benchmarks/quality/run.sh OUT   # extra --set overrides (space separated)
+#   QUALITY_DATA=/path/to/shared/data benchmarks/quality/run.sh OUT
+#
+# Stages are cached by content hash under OUT/pipeline, so re-running with the same OUT resumes.
+set -euo pipefail
+
+if [[ $# -ne 1 ]]; then
+  echo "usage: $0 OUT" >&2
+  exit 2
+fi
+REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+mkdir -p "$1"
+OUT="$(cd "$1" && pwd)"
+DATA="${QUALITY_DATA:-$REPO/../shared/data}"
+DATA="$(cd "$DATA" && pwd)"
+CONFIG="$REPO/benchmarks/quality/config.yaml"
+export DS_ACCELERATOR=cpu RAY_AUTH_MODE=disabled
+export TORCH_EXTENSIONS_DIR="${TORCH_EXTENSIONS_DIR:-$HOME/.cache/raysparse/torch_extensions}"
+TIMES="$OUT/stage_times.tsv"
+: > "$TIMES"
+cd "$REPO"
+
+stage() {  # stage NAME COMMAND...: run, time, fail loudly
+  local name="$1"; shift
+  local t0; t0=$(date +%s)
+  echo "== $(date -u +%H:%M:%S) $name: $*" >&2
+  "$@"
+  echo -e "$name\t$(( $(date +%s) - t0 ))" >> "$TIMES"
+}
+
+stage build-data python benchmarks/quality/build_data.py "$OUT/data" --data "$DATA" > "$OUT/build.log"
+
+PARALLEL="[$DATA/bilingual/tatoeba/kor.txt,$DATA/bilingual/news-parallel-dev/korean-english-park.dev.ko,$DATA/bilingual/news-parallel-dev/jhe-koen-dev.ko,$DATA/bilingual/python-docs-glossary/pairs_en_ko.jsonl,$OUT/data/parallel/msmarco_1_800.jsonl]"
+SETS=(--set "data.path=$OUT/data/train" --set "augment.parallel_text=$PARALLEL")
+for kv in ${QUALITY_SET:-}; do SETS+=(--set "$kv"); done
+RUN_CMD=(python -m raysparse run --config "$CONFIG" --out "$OUT/pipeline" "${SETS[@]}")
+printf '%q ' "${RUN_CMD[@]}" > "$OUT/command.txt"
+stage pipeline "${RUN_CMD[@]}"
+
+MODEL_DIR="$(python -c "import json,sys; print(json.load(open(sys.argv[1]))['info']['model_dir'])" "$OUT/pipeline/train/_stage.json")"
+rm -rf "$OUT/model"
+cp -r "$MODEL_DIR" "$OUT/model"
+
+for dev in "$OUT"/data/dev/*/; do
+  name="$(basename "$dev")"
+  stage "eval-$name" python -m raysparse evaluate --config "$CONFIG" "${SETS[@]}" --model "$OUT/model" \
+    --bm25 kiwi --bm25 bigram --beir "$dev" --out "$OUT/eval/$name" > "$OUT/eval-$name.log"
+done
+
+python benchmarks/quality/report.py "$OUT" --config "$CONFIG"
+echo "results: $OUT/results.md" >&2
