@@ -162,6 +162,8 @@ class TuneConfig(_Section):
     search_alg: Literal["optuna", "random"] = "optuna"
     flops_budget: float | None = Field(default=None, gt=0.0)
     metric: str = "ndcg@10"
+    # Tune retries of a crashed trial before it is reported as failed
+    max_failures: int = Field(default=1, ge=0)
 
 
 class ExportConfig(_Section):

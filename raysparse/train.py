@@ -1015,11 +1015,13 @@ def run_training(
     backbone_dir: str | None = None,
     *,
     extra_loop_config: dict[str, Any] | None = None,
+    callbacks: list[Any] | None = None,
 ) -> TrainResult:
     """Train on Ray Train (``cfg.train.num_workers`` workers) and export the best checkpoint to ``out_dir/model``.
 
     Re-running with the same ``cfg.name`` and ``cfg.ray.storage_path`` resumes from the run's latest checkpoint.
     ``extra_loop_config`` is merged into the workers' config (fault injection in tests: ``fail_at_step``, ...).
+    ``callbacks`` go to ``RunConfig(callbacks=...)`` (Tune sweeps pass ``TuneReportCallback`` to see the reports).
     """
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
@@ -1059,6 +1061,7 @@ def run_training(
             storage_path=storage,
             failure_config=FailureConfig(max_failures=tc.max_failures),
             checkpoint_config=checkpoint_config,
+            callbacks=callbacks,
         ),
         torch_config=TorchConfig(backend="nccl" if tc.use_gpu else "gloo"),
     )

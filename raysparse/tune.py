@@ -17,6 +17,7 @@ import json
 import logging
 import math
 import shutil
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -258,3 +259,355 @@ def copy_best_model(model_dir: str | Path, out_dir: str | Path) -> Path:
         shutil.rmtree(dest)
     shutil.copytree(model_dir, dest)
     return dest
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The Ray part: one Tune trial = one real training run (Ray Train + DeepSpeed)
+# ----------------------------------------------------------------------------------------------------------------
+
+# The trial function only starts the TorchTrainer and waits; the training workers hold the real CPUs. Tune rejects
+# {"cpu": 0}, so the driver asks for a sliver: with train.num_workers=1 and cpus_per_worker=1 a trial fits on 2 CPUs.
+TRIAL_DRIVER_CPU = 0.1
+TRIALS_SUBDIR = (
+    "trials"  # OUT/trials/<trial_id>/: each trial's run_training out_dir (model/, tensorboard/, ...)
+)
+TUNE_SUBDIR = (
+    "tune"  # OUT/tune/<experiment>/: Tune's experiment dir (result.json, TensorBoard HParams events)
+)
+RAY_TRAIN_SUBDIR = "ray_train"  # OUT/ray_train/<name>-<trial_id>/: Ray Train checkpoints of every trial
+
+
+@dataclass
+class SweepResult:
+    """What a sweep produced. ``trials`` are the trials that reported metrics; ``failed`` those that errored."""
+
+    best_trial: dict[str, Any] | None
+    best_model_dir: Path | None
+    report_path: Path
+    trials: list[dict[str, Any]]
+    failed: list[dict[str, Any]]
+    experiment_dir: Path | None = None
+    export_manifest: dict[str, Any] | None = None
+
+
+def tune_metric_name(metric: str) -> str:
+    """The key training reports for a space file's metric (``ndcg@10`` -> ``val/ndcg@10``)."""
+    return metric if "/" in metric else f"val/{metric}"
+
+
+def evaluations_per_run(max_steps: int, eval_every: int, checkpoint_every: int) -> int:
+    """How many validation results one full run reports (ASHA's ``max_t`` with one Tune iteration per evaluation).
+
+    Mirrors the loop in :func:`raysparse.train.run_loop`: it evaluates at multiples of ``eval_every`` and of
+    ``checkpoint_every`` and at the last step.
+    """
+    return sum(
+        1
+        for s in range(1, max_steps + 1)
+        if s % eval_every == 0 or s % checkpoint_every == 0 or s == max_steps
+    )
+
+
+def _eval_report_callback(metric_key: str) -> Any:
+    """A ``TuneReportCallback`` that forwards only the reports carrying validation metrics.
+
+    Training reports every step but evaluates every ``eval_every`` steps; Tune's strict metric check rejects a
+    result without the sweep metric, and ASHA's rungs are meant to count evaluations, not steps. Built inside the
+    trial because the callback refuses to exist outside a Tune session.
+    """
+    from ray.tune.integration.ray_train import TuneReportCallback
+
+    class EvalReportCallback(TuneReportCallback):
+        def after_report(self, run_context: Any, metrics: list[dict[str, Any]], checkpoint: Any) -> None:
+            if metrics and metric_key in metrics[0]:
+                super().after_report(run_context, metrics, checkpoint)
+
+    return EvalReportCallback()
+
+
+def _run_trial(
+    sampled: dict[str, Any],
+    *,
+    base: dict[str, Any],
+    metric_key: str,
+    triples_path: Any,
+    dev: Any,
+    out_dir: str,
+    term_pairs: Any,
+    sentence_pairs: Any,
+    backbone_dir: str | None,
+    extra_loop_config: dict[str, Any] | None,
+) -> None:
+    """Tune function trainable: the trial's config, then :func:`raysparse.train.run_training` reporting to Tune."""
+    from ray import tune
+
+    from raysparse.train import run_training
+
+    trial_id = tune.get_context().get_trial_id()
+    base_cfg = config_from_dict(base, source="sweep base")
+    trial_out = Path(out_dir) / TRIALS_SUBDIR / trial_id
+    trial_out.mkdir(parents=True, exist_ok=True)
+    cfg = trial_config(
+        base_cfg,
+        {
+            **sampled,
+            "name": f"{base_cfg.name}-{trial_id}",
+            "ray.storage_path": str(Path(out_dir) / RAY_TRAIN_SUBDIR),
+        },
+    )
+    (trial_out / "trial_config.json").write_text(
+        json.dumps({"trial_id": trial_id, "sampled": _plain(sampled)}, indent=2)
+    )
+    run_training(
+        cfg,
+        triples_path,
+        dev,
+        trial_out,
+        term_pairs,
+        sentence_pairs,
+        backbone_dir,
+        extra_loop_config=extra_loop_config,
+        callbacks=[_eval_report_callback(metric_key)],
+    )
+
+
+def _release_placement_groups_callback(worker_bundle: dict[str, float]) -> Any:
+    """A Tune callback that removes a finished trial's leftover Ray Train worker placement group.
+
+    When Tune stops a trial (ASHA) it kills the trial actor, and with it the Train controller. Ray Train's own
+    ``PlacementGroupCleaner`` then removes the workers' placement group, but it asks the State API, which needs the
+    dashboard; without one (``include_dashboard=False``, measured in tests) the group keeps its CPUs forever and the
+    next trial's worker group times out waiting for them. Used with one trial at a time only: a group created while
+    the trial ran, still alive after it ended and shaped like Train's worker bundles can only be that trial's.
+    """
+    from ray.tune import Callback
+
+    class ReleaseTrainPlacementGroups(Callback):
+        def __init__(self) -> None:
+            self._before: set[str] = set()
+
+        def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+            self._before = set(_placement_groups())
+
+        def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+            self._release(trial)
+
+        def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+            self._release(trial)
+
+        def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+            self._release(trial)
+
+        def _release(self, trial: Any) -> None:
+            from ray._raylet import PlacementGroupID
+            from ray.util.placement_group import PlacementGroup, remove_placement_group
+
+            time.sleep(2.0)  # let a normal shutdown remove its own group first
+            for pg_id, entry in _placement_groups().items():
+                bundles = list((entry.get("bundles") or {}).values())
+                if pg_id in self._before or entry.get("state") != "CREATED" or not bundles:
+                    continue
+                if all(b == worker_bundle for b in bundles):
+                    log.warning(
+                        "trial %s left Ray Train placement group %s behind; removing it", trial, pg_id
+                    )
+                    remove_placement_group(PlacementGroup(PlacementGroupID(bytes.fromhex(pg_id))))
+            self._before = set(_placement_groups())
+
+    return ReleaseTrainPlacementGroups()
+
+
+def _placement_groups() -> dict[str, dict[str, Any]]:
+    from ray.util import placement_group_table
+
+    return placement_group_table()
+
+
+def _plain(values: dict[str, Any]) -> dict[str, Any]:
+    return {k: v.item() if hasattr(v, "item") else v for k, v in values.items()}
+
+
+def _scheduler(cfg: RaySparseConfig, space: SearchSpace, metric_key: str) -> Any:
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+
+    if cfg.tune.scheduler == "fifo":
+        return FIFOScheduler()
+    tc = cfg.train
+    max_t = evaluations_per_run(tc.max_steps, tc.eval_every, tc.checkpoint_every)
+    return ASHAScheduler(
+        time_attr="training_iteration",  # one iteration per forwarded evaluation
+        max_t=max_t,
+        grace_period=min(int(space.scheduler.get("grace_period", 1)), max_t),
+        reduction_factor=float(space.scheduler.get("reduction_factor", 2)),
+        # by default ASHA stops a trial on reaching max_t, i.e. on its last evaluation: that would kill run_training
+        # before it consolidates the best checkpoint to model/ (measured: the trial ended without a model)
+        stop_last_trials=False,
+    )
+
+
+def _search_alg(cfg: RaySparseConfig, seed: int) -> Any:
+    if cfg.tune.search_alg == "random":
+        return None  # Tune's BasicVariantGenerator samples the space at random
+    from optuna.samplers import TPESampler
+    from ray.tune.search import ConcurrencyLimiter
+    from ray.tune.search.optuna import OptunaSearch
+
+    return ConcurrencyLimiter(
+        OptunaSearch(sampler=TPESampler(seed=seed)), max_concurrent=cfg.tune.max_concurrent_trials
+    )
+
+
+def _trial_points(
+    results: Any, out_dir: Path, space: SearchSpace, metric_key: str
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Every trial as a report row: finished (metrics of the checkpoint it shipped), stopped early, or failed."""
+    points: list[dict[str, Any]] = []
+    failed: list[dict[str, Any]] = []
+    for result in results:
+        last = dict(result.metrics or {})
+        trial_id = last.get("trial_id") or Path(result.path).name
+        config = _plain(dict(result.config or {}))
+        trial_dir = out_dir / TRIALS_SUBDIR / str(trial_id)
+        if result.error is not None:
+            failed.append({"trial_id": trial_id, "error": _one_line(result.error), "config": config})
+            continue
+        model_dir = trial_dir / "model"
+        best_file = trial_dir / "best_metrics.json"
+        if model_dir.is_dir() and best_file.is_file():
+            metrics, status = json.loads(best_file.read_text()), "finished"
+        else:
+            metrics, status = last, "stopped early"
+        if metric_key not in metrics:
+            failed.append(
+                {
+                    "trial_id": trial_id,
+                    "error": f"reported no {metric_key} (status {status})",
+                    "config": config,
+                }
+            )
+            continue
+        points.append(
+            {
+                "trial_id": trial_id,
+                space.metric: metrics.get(metric_key),
+                "flops": metrics.get("sparsity/flops"),
+                "avg_query_terms": metrics.get("val/active_terms_query"),
+                "avg_doc_terms": metrics.get("val/active_terms_doc"),
+                "step": metrics.get("step"),
+                "evaluations": last.get("training_iteration"),
+                "status": status,
+                "model_dir": str(model_dir) if status == "finished" else None,
+                "config": config,
+            }
+        )
+    return points, failed
+
+
+def _one_line(error: BaseException) -> str:
+    text = str(error).strip().splitlines()
+    # Tune wraps the trial's exception; its last line is the original error message
+    return f"{type(error).__name__}: {text[-1] if text else ''}"[:500]
+
+
+def run_sweep(
+    cfg: RaySparseConfig,
+    space: SearchSpace,
+    triples_path: Any,
+    dev: Any,
+    out_dir: str | Path,
+    term_pairs: Any = None,
+    sentence_pairs: Any = None,
+    backbone_dir: str | None = None,
+    *,
+    num_samples: int | None = None,
+    export_formats: list[str] | None = None,
+    extra_loop_config: dict[str, Any] | None = None,
+) -> SweepResult:
+    """Run ``num_samples`` training runs over ``space`` with Ray Tune and keep the best one within the FLOPS budget.
+
+    Every trial is :func:`raysparse.train.run_training` with the sampled values applied (``OUT/trials/<id>``); its
+    validation reports reach Tune through ``TuneReportCallback`` so ASHA can stop weak trials at evaluation rungs.
+    Failed trials are retried ``tune.max_failures`` times, then listed in the report with their error. Only trials
+    that finished (and so consolidated their best checkpoint to ``model/``) are eligible; early-stopped ones are
+    reported. The chosen model is copied to ``OUT/best_model`` and, with ``export_formats``, exported to
+    ``OUT/export``. ``extra_loop_config`` goes to every trial's workers (fault injection in tests).
+    """
+    from ray import tune
+    from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback, TBXLoggerCallback
+
+    from raysparse.ray_utils import init_ray
+
+    if dev is None:
+        raise ValueError("run_sweep needs a dev set: trials are compared on validation " + space.metric)
+    out = Path(out_dir).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    metric_key = tune_metric_name(space.metric)
+    samples = num_samples if num_samples is not None else cfg.tune.num_samples
+    init_ray(cfg.ray.address)
+
+    trainable = tune.with_parameters(
+        _run_trial,
+        base=cfg.model_dump(mode="json"),
+        metric_key=metric_key,
+        triples_path=str(Path(triples_path).resolve())
+        if isinstance(triples_path, str | Path)
+        else triples_path,
+        dev=dev,
+        out_dir=str(out),
+        term_pairs=term_pairs,
+        sentence_pairs=sentence_pairs,
+        backbone_dir=str(Path(backbone_dir).resolve()) if backbone_dir else None,
+        extra_loop_config=extra_loop_config,
+    )
+    # TBX writes each trial's HParams summary (sampled values + final metrics) for TensorBoard's HParams tab
+    callbacks = [JsonLoggerCallback(), CSVLoggerCallback(), TBXLoggerCallback()]
+    if cfg.tune.max_concurrent_trials == 1:
+        worker_bundle = {"CPU": float(cfg.train.cpus_per_worker)}
+        if cfg.train.use_gpu:
+            worker_bundle["GPU"] = 1.0
+        callbacks.append(_release_placement_groups_callback(worker_bundle))
+    tuner = tune.Tuner(
+        tune.with_resources(trainable, {"cpu": TRIAL_DRIVER_CPU}),
+        param_space=space.to_tune(),
+        tune_config=tune.TuneConfig(
+            metric=metric_key,
+            mode=space.mode,
+            scheduler=_scheduler(cfg, space, metric_key),
+            search_alg=_search_alg(cfg, cfg.train.seed),
+            num_samples=samples,
+            max_concurrent_trials=cfg.tune.max_concurrent_trials,
+        ),
+        run_config=tune.RunConfig(
+            name=f"{cfg.name}-sweep",
+            storage_path=str(out / TUNE_SUBDIR),
+            failure_config=tune.FailureConfig(max_failures=cfg.tune.max_failures),
+            callbacks=callbacks,
+            verbose=1,
+        ),
+    )
+    results = tuner.fit()
+    experiment_dir = Path(results.experiment_path)
+    points, failed = _trial_points(results, out, space, metric_key)
+    eligible = [p for p in points if p["status"] == "finished"]
+    chosen = select_trial(eligible, cfg.tune.flops_budget, quality=space.metric)
+    report = write_sweep_report(points, chosen, failed, space, cfg.tune.flops_budget, out)
+    best_model_dir = None
+    manifest = None
+    if chosen is not None:
+        best_model_dir = copy_best_model(chosen["model_dir"], out)
+        (out / "best_trial.json").write_text(json.dumps(chosen, indent=2, default=str))
+        if export_formats:
+            from raysparse.export import export_model
+
+            manifest = export_model(
+                best_model_dir,
+                out / "export",
+                export_formats,
+                cfg.export,
+                name=cfg.name,
+                metrics_path=out / "best_trial.json",
+            )
+    else:
+        log.error("no trial finished with %s; see %s", metric_key, report)
+    log.info("sweep: %d trials with metrics, %d failed; chosen %s", len(points), len(failed), chosen)
+    return SweepResult(chosen, best_model_dir, report, points, failed, experiment_dir, manifest)
