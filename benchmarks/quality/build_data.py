@@ -35,7 +35,9 @@ TRAIN_IDS = (1, 800)
 DEV_IDS = (801, 1000)
 
 
-def _write_beir(root: Path, corpus: list[dict[str, Any]], queries: list[dict[str, Any]], qrels: list[tuple]) -> None:
+def _write_beir(
+    root: Path, corpus: list[dict[str, Any]], queries: list[dict[str, Any]], qrels: list[tuple]
+) -> None:
     """A BEIR directory (corpus.jsonl, queries.jsonl, qrels/test.tsv) that raysparse.data.read_beir reads."""
     (root / "qrels").mkdir(parents=True, exist_ok=True)
     with (root / "corpus.jsonl").open("w", encoding="utf-8") as fh:
@@ -139,7 +141,9 @@ def _klue(data: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[
             ctx = rec["context"]
             if ctx not in doc_by_text:
                 doc_by_text[ctx] = f"klue-{len(doc_by_text)}"
-                corpus.append({"_id": doc_by_text[ctx], "title": rec.get("title", ""), "text": ctx, "lang": "ko"})
+                corpus.append(
+                    {"_id": doc_by_text[ctx], "title": rec.get("title", ""), "text": ctx, "lang": "ko"}
+                )
             queries.append({"_id": rec["id"], "text": rec["question"], "lang": "ko"})
             qrels.append((rec["id"], doc_by_text[ctx], 1))
     return corpus, queries, qrels
@@ -158,14 +162,19 @@ def _python_docs_english(data: Path, limit: int, seed: int) -> list[str]:
 
 
 def build_dev(
-    msmarco: dict[str, dict[int, dict[str, Any]]], data: Path, out: Path, distractors: int, stats: dict[str, Any]
+    msmarco: dict[str, dict[int, dict[str, Any]]],
+    data: Path,
+    out: Path,
+    distractors: int,
+    klue_distractors: int,
+    stats: dict[str, Any],
 ) -> None:
     """MS MARCO 801-1000 in three directions (with and without distractors) and KLUE ODQA + petitions."""
     lo, hi = DEV_IDS
     ids = sorted(i for i in set(msmarco["ko"]) & set(msmarco["en"]) if lo <= i <= hi)
     klue_corpus, klue_queries, klue_qrels = _klue(data)
-    petitions = _petition_paragraphs(data, 2000 + distractors, seed=13)
-    ko_distract = [d["text"] for d in klue_corpus][: distractors // 5] + petitions[2000:]
+    petitions = _petition_paragraphs(data, klue_distractors + distractors, seed=13)
+    ko_distract = [d["text"] for d in klue_corpus][: distractors // 5] + petitions[klue_distractors:]
     ko_distract = ko_distract[:distractors]
     en_distract = _python_docs_english(data, distractors, seed=13)
     for name in ("ko-en", "en-ko", "ko-ko"):
@@ -180,12 +189,18 @@ def build_dev(
         _write_beir(out / "dev" / f"msmarco-{name}", corpus, queries, qrels)
         extra = ko_distract if d_lang == "ko" else en_distract
         padded = corpus + [
-            {"_id": f"distractor-{d_lang}-{k}", "title": "", "text": t, "lang": d_lang} for k, t in enumerate(extra)
+            {"_id": f"distractor-{d_lang}-{k}", "title": "", "text": t, "lang": d_lang}
+            for k, t in enumerate(extra)
         ]
         _write_beir(out / "dev" / f"msmarco-{name}-distractors", padded, queries, qrels)
-        stats[f"dev/msmarco-{name}"] = {"queries": len(queries), "documents": len(corpus), "distractors": len(extra)}
+        stats[f"dev/msmarco-{name}"] = {
+            "queries": len(queries),
+            "documents": len(corpus),
+            "distractors": len(extra),
+        }
     klue_padded = klue_corpus + [
-        {"_id": f"petition-{k}", "title": "", "text": t, "lang": "ko"} for k, t in enumerate(petitions[:2000])
+        {"_id": f"petition-{k}", "title": "", "text": t, "lang": "ko"}
+        for k, t in enumerate(petitions[:klue_distractors])
     ]
     _write_beir(out / "dev" / "klue-odqa-distractors", klue_padded, klue_queries, klue_qrels)
     stats["dev/klue-odqa-distractors"] = {
@@ -196,10 +211,19 @@ def build_dev(
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("out", type=Path, help="output directory")
-    parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="the shared data (default ../shared/data)")
-    parser.add_argument("--distractors", type=int, default=1000, help="distractor passages per MS MARCO dev set")
+    parser.add_argument(
+        "--data", type=Path, default=DEFAULT_DATA, help="the shared data (default ../shared/data)"
+    )
+    parser.add_argument(
+        "--distractors", type=int, default=1000, help="distractor passages per MS MARCO dev set"
+    )
+    parser.add_argument(
+        "--klue-distractors", type=int, default=2000, help="petition paragraphs added to KLUE ODQA"
+    )
     args = parser.parse_args(argv)
     if not (args.data / "msmarco-ko-en").is_dir():
         print(f"build_data: {args.data} has no msmarco-ko-en/ (give --data)", file=sys.stderr)
@@ -207,7 +231,7 @@ def main(argv: list[str] | None = None) -> int:
     stats: dict[str, Any] = {"data": str(args.data.resolve())}
     msmarco = _load_msmarco(args.data)
     build_training(msmarco, args.out, stats)
-    build_dev(msmarco, args.data, args.out, args.distractors, stats)
+    build_dev(msmarco, args.data, args.out, args.distractors, args.klue_distractors, stats)
     (args.out / "build.json").write_text(json.dumps(stats, indent=2, ensure_ascii=False) + "\n")
     print(json.dumps(stats, indent=2, ensure_ascii=False))
     return 0

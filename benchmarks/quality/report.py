@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 ROWS = ("ndcg@10", "mrr@10", "recall@100", "avg_query_terms", "avg_doc_terms")
-SYSTEM_ORDER = ("model", "bm25-kiwi", "bm25-bigram", "hybrid")
+SYSTEM_ORDER = ("priors-only", "model", "bm25-kiwi", "bm25-bigram", "hybrid")
 
 
 def read_trec(path: Path) -> dict[str, dict[str, float]]:
@@ -48,16 +48,25 @@ def min_max_fusion(a: dict[str, dict[str, float]], b: dict[str, dict[str, float]
     return fused
 
 
-def set_table(set_dir: Path, beir_dir: Path) -> tuple[str, dict[str, dict[str, Any]]]:
-    """The Markdown table of every system evaluated on one dev set (+ hybrid), and the metrics by system."""
+def set_table(
+    set_dir: Path, beir_dir: Path, priors_dir: Path | None = None
+) -> tuple[str, dict[str, dict[str, Any]]]:
+    """The Markdown table of every system evaluated on one dev set (+ hybrid), and the metrics by system.
+
+    ``priors_dir/model/metrics.json`` (optional): the untrained backbone with its priors, the "step 0" row.
+    """
     metrics: dict[str, dict[str, Any]] = {}
+    if priors_dir is not None and (priors_dir / "model" / "metrics.json").is_file():
+        metrics["priors-only"] = json.loads((priors_dir / "model" / "metrics.json").read_text())
     for sys_dir in sorted(p for p in set_dir.iterdir() if (p / "metrics.json").is_file()):
         metrics[sys_dir.name] = json.loads((sys_dir / "metrics.json").read_text())
     if (set_dir / "model" / "run.trec").is_file() and (set_dir / "bm25-kiwi" / "run.trec").is_file():
         from raysparse.data import read_beir
         from raysparse.evaluation import evaluate_run
 
-        fused = min_max_fusion(read_trec(set_dir / "model" / "run.trec"), read_trec(set_dir / "bm25-kiwi" / "run.trec"))
+        fused = min_max_fusion(
+            read_trec(set_dir / "model" / "run.trec"), read_trec(set_dir / "bm25-kiwi" / "run.trec")
+        )
         result = evaluate_run(fused, read_beir(beir_dir).qrels, system="hybrid")
         metrics["hybrid"] = dict(result.metrics)
     systems = [s for s in SYSTEM_ORDER if s in metrics] + sorted(set(metrics) - set(SYSTEM_ORDER))
@@ -77,7 +86,11 @@ def set_table(set_dir: Path, beir_dir: Path) -> tuple[str, dict[str, dict[str, A
 
 def learning_curve(history: Path, png: Path) -> list[dict[str, Any]]:
     """Plot val nDCG@10 (and the ranking loss) against the step; returns the evaluated points."""
-    rows = [json.loads(line) for line in history.read_text().splitlines() if line.strip()] if history.is_file() else []
+    rows = (
+        [json.loads(line) for line in history.read_text().splitlines() if line.strip()]
+        if history.is_file()
+        else []
+    )
     points = [r for r in rows if "val/ndcg@10" in r]
     if not points:
         return []
@@ -93,7 +106,9 @@ def learning_curve(history: Path, png: Path) -> list[dict[str, Any]]:
     loss_key = next((k for k in ("loss/ranking", "loss/total") if k in rows[0]), None)
     if loss_key:
         ax2 = ax.twinx()
-        ax2.plot([r["step"] for r in rows], [r[loss_key] for r in rows], color="gray", alpha=0.4, label=loss_key)
+        ax2.plot(
+            [r["step"] for r in rows], [r[loss_key] for r in rows], color="gray", alpha=0.4, label=loss_key
+        )
         ax2.set_ylabel(loss_key)
     ax.set_title("quality recipe: learning curve")
     fig.tight_layout()
@@ -107,6 +122,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("out", type=Path, help="the run.sh output directory")
     parser.add_argument("--config", default="benchmarks/quality/config.yaml")
+    parser.add_argument(
+        "--priors", type=Path, help="evaluations of the untrained backbone: PRIORS/<set>/model/metrics.json"
+    )
     args = parser.parse_args(argv)
     out: Path = args.out
     parts = ["# Quality recipe: results", ""]
@@ -117,7 +135,8 @@ def main(argv: list[str] | None = None) -> int:
     parts += ["", "Command:", "", "```", (out / "command.txt").read_text().strip(), "```", ""]
     all_metrics = {}
     for set_dir in sorted((out / "eval").iterdir()):
-        table, metrics = set_table(set_dir, out / "data" / "dev" / set_dir.name)
+        priors = args.priors / set_dir.name if args.priors else None
+        table, metrics = set_table(set_dir, out / "data" / "dev" / set_dir.name, priors)
         all_metrics[set_dir.name] = metrics
         parts += [f"## {set_dir.name}", "", table, ""]
     (out / "results.json").write_text(json.dumps(all_metrics, indent=2) + "\n")

@@ -6,6 +6,7 @@
 #   benchmarks/quality/run.sh OUT            # the real run (~40 min on 2 CPU cores)
 #   QUALITY_SET="train.max_steps=10" benchmarks/quality/run.sh OUT   # extra --set overrides (space separated)
 #   QUALITY_DATA=/path/to/shared/data benchmarks/quality/run.sh OUT
+#   QUALITY_DISTRACTORS=300 QUALITY_KLUE_DISTRACTORS=500 ...     # smaller dev corpora on a loaded machine
 #
 # Stages are cached by content hash under OUT/pipeline, so re-running with the same OUT resumes.
 set -euo pipefail
@@ -34,7 +35,8 @@ stage() {  # stage NAME COMMAND...: run, time, fail loudly
   echo -e "$name\t$(( $(date +%s) - t0 ))" >> "$TIMES"
 }
 
-stage build-data python benchmarks/quality/build_data.py "$OUT/data" --data "$DATA" > "$OUT/build.log"
+stage build-data python benchmarks/quality/build_data.py "$OUT/data" --data "$DATA" \
+  --distractors "${QUALITY_DISTRACTORS:-1000}" --klue-distractors "${QUALITY_KLUE_DISTRACTORS:-2000}" > "$OUT/build.log"
 
 PARALLEL="[$DATA/bilingual/tatoeba/kor.txt,$DATA/bilingual/news-parallel-dev/korean-english-park.dev.ko,$DATA/bilingual/news-parallel-dev/jhe-koen-dev.ko,$DATA/bilingual/python-docs-glossary/pairs_en_ko.jsonl,$OUT/data/parallel/msmarco_1_800.jsonl]"
 SETS=(--set "data.path=$OUT/data/train" --set "augment.parallel_text=$PARALLEL")
