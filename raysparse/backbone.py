@@ -89,6 +89,13 @@ def train_tokenizer(
         raise
     if count == 0:
         raise ValueError("train_tokenizer got no non-empty texts")
+    if kind == "wordpiece":
+        # The trainer breaks frequency ties in hash order, so the same texts give the same pieces under different
+        # ids from run to run (and an untrained model different weights per token). Re-number canonically: special
+        # tokens first, then the pieces sorted. WordPiece matching only looks pieces up, so ids are free to choose.
+        pieces = sorted(t for t in tok.get_vocab() if t not in SPECIAL_TOKENS)
+        vocab = {t: i for i, t in enumerate([*SPECIAL_TOKENS, *pieces])}
+        tok.model = models.WordPiece(vocab, unk_token="[UNK]", max_input_chars_per_word=100)
     cls_id, sep_id = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
     tok.post_processor = processors.TemplateProcessing(
         single="[CLS] $A [SEP]",

@@ -144,3 +144,21 @@ def test_build_local_backbone_loads_as_sparse_encoder(texts, tmp_path):
     enc = SparseEncoder.from_pretrained(out, lexical_prior=5.0)
     reps = enc.encode_documents(["검색 모델을 학습한다", "a sparse retrieval model"])
     assert reps.shape == (2, enc.vocab_size) and (reps > 0).any(dim=1).all()
+
+
+def test_wordpiece_ids_are_canonical(shared_data):
+    """Ids do not depend on the trainer's hash order: special tokens first, then the pieces sorted.
+
+    (Which pieces are learned can still vary between processes when merge counts tie at the vocabulary cut-off;
+    the pipeline caches the backbone stage so a run's tokenizer is fixed once built.)
+    """
+    lines = (
+        (shared_data / "bilingual" / "tatoeba" / "kor.txt").read_text(encoding="utf-8").splitlines()[:2000]
+    )
+    texts = [t for line in lines for t in line.split("\t")[:2]]
+    tokenizer = train_tokenizer(texts, vocab_size=1500)
+    vocab = tokenizer.get_vocab()
+    ordered = sorted(vocab, key=vocab.get)
+    assert ordered[:5] == ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    assert ordered[5:] == sorted(ordered[5:])
+    assert sorted(vocab.values()) == list(range(len(vocab)))

@@ -275,7 +275,11 @@ def test_cli_model_report_round_trip(shared_data, klue, tmp_path):
     metrics = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
     assert set(metrics) >= REQUIRED_KEYS and metrics["system"] == "model"
     assert metrics["baseline"]["system"] == "bm25-bigram" and metrics["num_queries"] == 60
-    assert metrics["ndcg@10"] > 0.5  # the lexical prior alone makes it a bag-of-word-pieces retriever
+    # The lexical prior alone makes the untrained model a bag-of-word-pieces retriever: far above the same
+    # weights without the prior (tokenizer training is not bit-reproducible, so compare, don't pin a value).
+    without_prior = SparseEncoder(encoder.mlm, tokenizer, lexical_prior=0.0)
+    plain = evaluate_model(without_prior, small, max_query_length=32, max_doc_length=128)
+    assert metrics["ndcg@10"] > 0.4 and metrics["ndcg@10"] > plain.metrics["ndcg@10"] + 0.2
     report = (out / "report.md").read_text(encoding="utf-8")
     for section in (
         "Per-query wins and losses",
