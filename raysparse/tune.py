@@ -449,12 +449,10 @@ def _search_alg(cfg: RaySparseConfig, seed: int) -> Any:
     if cfg.tune.search_alg == "random":
         return None  # Tune's BasicVariantGenerator samples the space at random
     from optuna.samplers import TPESampler
-    from ray.tune.search import ConcurrencyLimiter
     from ray.tune.search.optuna import OptunaSearch
 
-    return ConcurrencyLimiter(
-        OptunaSearch(sampler=TPESampler(seed=seed)), max_concurrent=cfg.tune.max_concurrent_trials
-    )
+    # Tune wraps it in a ConcurrencyLimiter from TuneConfig(max_concurrent_trials)
+    return OptunaSearch(sampler=TPESampler(seed=seed))
 
 
 def _trial_points(
