@@ -122,7 +122,8 @@ class LossConfig(_Section):
 class DeepSpeedConfig(_Section):
     enabled: bool = True
     zero_stage: int = Field(default=2, ge=0, le=3)
-    precision: Literal["bf16", "fp16", "fp32"] = "bf16"
+    # auto: bf16 on GPUs and on CPUs with native bf16 (AVX512-BF16/AMX), fp32 elsewhere (emulated bf16 is slow)
+    precision: Literal["auto", "bf16", "fp16", "fp32"] = "auto"
     offload_optimizer: bool = False
 
 

@@ -262,6 +262,26 @@ class Collator:
 # ----------------------------------------------------------------------------------------------------------------
 
 
+def cpu_has_native_bf16() -> bool:
+    """True when the CPU computes bf16 natively (AVX512-BF16 or AMX); elsewhere torch emulates it, slowly."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def resolve_precision(precision: str, on_gpu: bool) -> str:
+    """``auto`` -> bf16 on GPUs and on CPUs with native bf16, else fp32.
+
+    Measured on the project's 2-core AMD EPYC (no AVX512): a small BERT forward+backward takes 3-10x longer under
+    bf16 autocast or with bf16 weights than in fp32, so bf16 on such CPUs saves memory but costs most of the time.
+    """
+    if precision != "auto":
+        return precision
+    return "bf16" if on_gpu or cpu_has_native_bf16() else "fp32"
+
+
 def deepspeed_config(train_cfg: TrainConfig, *, on_gpu: bool | None = None) -> dict[str, Any]:
     """DeepSpeed JSON for ``train_cfg``.
 
@@ -272,7 +292,8 @@ def deepspeed_config(train_cfg: TrainConfig, *, on_gpu: bool | None = None) -> d
     """
     ds = train_cfg.deepspeed
     on_gpu = train_cfg.use_gpu if on_gpu is None else on_gpu
-    if ds.precision == "fp16" and not on_gpu:
+    precision = resolve_precision(ds.precision, on_gpu)
+    if precision == "fp16" and not on_gpu:
         raise ValueError(
             "train.deepspeed.precision=fp16 needs a GPU (DeepSpeed on CPU rejects fp16); "
             "use bf16 or fp32 on CPU, or set train.use_gpu=true"
@@ -292,8 +313,8 @@ def deepspeed_config(train_cfg: TrainConfig, *, on_gpu: bool | None = None) -> d
         "gradient_accumulation_steps": train_cfg.gradient_accumulation_steps,
         "gradient_clipping": train_cfg.max_grad_norm,
         "zero_optimization": zero,
-        "bf16": {"enabled": ds.precision == "bf16"},
-        "fp16": {"enabled": ds.precision == "fp16", "initial_scale_power": 16, "loss_scale_window": 1000},
+        "bf16": {"enabled": precision == "bf16"},
+        "fp16": {"enabled": precision == "fp16", "initial_scale_power": 16, "loss_scale_window": 1000},
         "zero_allow_untested_optimizer": True,
         # with offload, keep our torch AdamW instead of forcing DeepSpeedCPUAdam (and its compile)
         "zero_force_ds_cpu_optimizer": False,
@@ -396,7 +417,7 @@ class TorchBackend:
         import torch
         import torch.distributed as dist
 
-        precision = train_cfg.deepspeed.precision
+        precision = resolve_precision(train_cfg.deepspeed.precision, on_gpu)
         if precision == "fp16" and not on_gpu:
             raise ValueError("train.deepspeed.precision=fp16 needs a GPU; use bf16 or fp32 on CPU")
         if in_ray:

@@ -416,3 +416,14 @@ def test_cli_reports_bad_input_in_one_line(train_inputs, tmp_path, capsys):
     assert "fp16 needs a GPU" in capsys.readouterr().err
     assert main([*args, "--set", "train.no_such_key=1"]) == 2
     assert "train.no_such_key" in capsys.readouterr().err
+
+
+def test_precision_auto_picks_bf16_only_where_it_is_native():
+    from raysparse.config import TrainConfig
+    from raysparse.train import cpu_has_native_bf16, deepspeed_config, resolve_precision
+
+    assert resolve_precision("auto", on_gpu=True) == "bf16"
+    assert resolve_precision("auto", on_gpu=False) == ("bf16" if cpu_has_native_bf16() else "fp32")
+    assert resolve_precision("bf16", on_gpu=False) == "bf16"  # an explicit choice is kept
+    cfg = TrainConfig(deepspeed={"precision": "auto"})
+    assert deepspeed_config(cfg, on_gpu=True)["bf16"]["enabled"] is True
