@@ -217,7 +217,8 @@ def write_sweep_report(
     lines = [
         "# Sweep report",
         "",
-        f"{len(points)} trials finished, {len(failed)} failed. Metric: {metric} ({space.mode}); "
+        f"{len(points)} trials reported ({sum(p.get('status') == 'stopped early' for p in points)} stopped early by "
+        f"the scheduler, not eligible), {len(failed)} failed. Metric: {metric} ({space.mode}); "
         f"FLOPS budget: {flops_budget if flops_budget is not None else 'none'}.",
         "",
         "![Pareto front](pareto.png)",
@@ -433,14 +434,20 @@ def _scheduler(cfg: RaySparseConfig, space: SearchSpace, metric_key: str) -> Any
     if cfg.tune.scheduler == "fifo":
         return FIFOScheduler()
     tc = cfg.train
-    max_t = evaluations_per_run(tc.max_steps, tc.eval_every, tc.checkpoint_every)
+    evaluations = evaluations_per_run(tc.max_steps, tc.eval_every, tc.checkpoint_every)
+    if evaluations < 2:
+        log.warning("one evaluation per run leaves ASHA nothing to compare early; using FIFO")
+        return FIFOScheduler()
+    # Every rung must come before a run's last evaluation: a trial stopped at (or after) it is killed before
+    # run_training consolidates the best checkpoint to model/ (measured: with max_t = evaluations, trials below the
+    # top rung ended without a model). So the top rung is the second-to-last evaluation, and nothing stops a trial
+    # for reaching max_t.
+    max_t = evaluations - 1
     return ASHAScheduler(
         time_attr="training_iteration",  # one iteration per forwarded evaluation
         max_t=max_t,
         grace_period=min(int(space.scheduler.get("grace_period", 1)), max_t),
         reduction_factor=float(space.scheduler.get("reduction_factor", 2)),
-        # by default ASHA stops a trial on reaching max_t, i.e. on its last evaluation: that would kill run_training
-        # before it consolidates the best checkpoint to model/ (measured: the trial ended without a model)
         stop_last_trials=False,
     )
 
