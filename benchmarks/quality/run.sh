@@ -55,5 +55,13 @@ for dev in "$OUT"/data/dev/*/; do
     --bm25 kiwi --bm25 bigram --beir "$dev" --out "$OUT/eval/$name" > "$OUT/eval-$name.log"
 done
 
-python benchmarks/quality/report.py "$OUT" --config "$CONFIG"
+# The untrained backbone with its priors (step 0), on the same dev sets: what training has to add to.
+PRIORS_DIR="$(python -c "import json,sys; print(json.load(open(sys.argv[1]))['info']['backbone_dir'])" "$OUT/pipeline/backbone/_stage.json")"
+for dev in "$OUT"/data/dev/*/; do
+  name="$(basename "$dev")"
+  stage "priors-$name" python -m raysparse evaluate --config "$CONFIG" "${SETS[@]}" --model "$PRIORS_DIR" \
+    --no-baseline --beir "$dev" --out "$OUT/priors/$name" > "$OUT/priors-$name.log"
+done
+
+python benchmarks/quality/report.py "$OUT" --config "$CONFIG" --priors "$OUT/priors"
 echo "results: $OUT/results.md" >&2
