@@ -107,27 +107,21 @@ def split_queries(data: RetrievalData, dev_fraction: float, seed: int) -> tuple[
 
 
 def format_results(model: dict[str, float], bm25: dict[str, float], bm25_name: str) -> str:
-    """A Markdown table of the model next to BM25 on the same dev set."""
-    keys = [
-        "ndcg@10",
-        "mrr@10",
-        "recall@100",
-        "precision@10",
-        "avg_query_terms",
-        "avg_doc_terms",
-        "flops",
-        "num_queries",
-    ]
+    """A Markdown table of the model next to BM25 on the same dev set, with their ratio."""
+    from raysparse.evaluation.report import SUMMARY_KEYS
+
+    def fmt(key: str, value: float | None) -> str:
+        if value is None:
+            return "–"
+        return str(int(value)) if key == "num_queries" else f"{value:.4f}"
+
     lines = [f"| metric | raysparse | {bm25_name} | ratio |", "|---|---|---|---|"]
-    for k in keys:
-        if k not in model and k not in bm25:
+    for key in SUMMARY_KEYS:
+        m, b = model.get(key), bm25.get(key)
+        if m is None and b is None:
             continue
-        m, b = model.get(k), bm25.get(k)
-        ratio = f"{m / b:.2f}" if isinstance(m, int | float) and isinstance(b, int | float) and b else "–"
-        fmt = (lambda v: f"{v:.4f}" if isinstance(v, float) else str(v)) if k != "num_queries" else str
-        lines.append(
-            f"| {k} | {fmt(m) if m is not None else '–'} | {fmt(b) if b is not None else '–'} | {ratio} |"
-        )
+        ratio = f"{m / b:.2f}" if m is not None and b else "–"
+        lines.append(f"| {key} | {fmt(key, m)} | {fmt(key, b)} | {ratio} |")
     return "\n".join(lines)
 
 
