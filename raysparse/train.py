@@ -304,6 +304,10 @@ def deepspeed_config(train_cfg: TrainConfig, *, on_gpu: bool | None = None) -> d
     if ds.zero_stage == 3:
         # Needed to save a Hugging Face model from rank 0 while parameters are partitioned.
         zero["stage3_gather_16bit_weights_on_model_save"] = True
+        # DeepSpeed's memory-efficient linear replaces torch.nn.functional.linear for the whole process and never
+        # restores it; anything traced later in that process (TorchScript/ONNX export after single-process
+        # training, a Tune driver) then fails on its autograd Function.
+        zero["memory_efficient_linear"] = False
     if ds.offload_optimizer:
         if ds.zero_stage == 0:
             raise ValueError("train.deepspeed.offload_optimizer needs train.deepspeed.zero_stage >= 1")
