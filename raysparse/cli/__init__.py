@@ -57,6 +57,13 @@ def config_from_args(args: argparse.Namespace, extra_overrides: list[str] | None
     )
 
 
+def backbone_from_args(value: str | None) -> tuple[list[str], str | None]:
+    """``--backbone`` of train/tune: ``local-small`` is a config override, a directory or Hub name goes to training."""
+    if value == "local-small":
+        return ["model.backbone=local-small"], None
+    return [], value or None
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="raysparse", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter

@@ -8,7 +8,7 @@ import json
 import logging
 import sys
 
-from raysparse.cli import add_config_args, config_from_args
+from raysparse.cli import add_config_args, backbone_from_args, config_from_args
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -49,12 +49,7 @@ def run(args: argparse.Namespace) -> int:
     from raysparse.train import run_training, train_single_process
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    extra = []
-    backbone_dir = None
-    if args.backbone == "local-small":
-        extra.append("model.backbone=local-small")
-    elif args.backbone:
-        backbone_dir = args.backbone
+    extra, backbone_dir = backbone_from_args(args.backbone)
     cfg = config_from_args(args, extra)
     dev = None
     if args.dev_beir:
