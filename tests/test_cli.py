@@ -1,0 +1,36 @@
+"""The command line: every stage is a subcommand with its own --help; shared argument helpers."""
+
+from __future__ import annotations
+
+import pytest
+
+from raysparse.cli import backbone_from_args, build_parser, main
+
+COMMANDS = ["run", "mine", "augment", "train", "evaluate", "tune", "export", "encode", "index", "search"]
+
+
+def test_every_stage_is_a_subcommand_with_help(capsys):
+    parser = build_parser()
+    subcommands = next(a for a in parser._actions if a.dest == "command").choices
+    assert set(COMMANDS) <= set(subcommands)
+    for command in COMMANDS:
+        with pytest.raises(SystemExit) as exit_info:
+            main([command, "--help"])
+        assert exit_info.value.code == 0
+        assert "usage: raysparse " + command in capsys.readouterr().out
+
+
+def test_no_command_prints_help(capsys):
+    assert main([]) == 2
+    assert "Pipeline, one subcommand per stage" in capsys.readouterr().out
+
+
+def test_bad_config_is_one_line_naming_the_key(capsys):
+    assert main(["run", "--set", "train.max_steps=0"]) == 2
+    assert "train.max_steps" in capsys.readouterr().err
+
+
+def test_backbone_argument():
+    assert backbone_from_args("local-small") == (["model.backbone=local-small"], None)
+    assert backbone_from_args("/models/klue-bert") == ([], "/models/klue-bert")
+    assert backbone_from_args(None) == ([], None)
