@@ -34,3 +34,17 @@ def test_backbone_argument():
     assert backbone_from_args("local-small") == (["model.backbone=local-small"], None)
     assert backbone_from_args("/models/klue-bert") == ([], "/models/klue-bert")
     assert backbone_from_args(None) == ([], None)
+
+
+def test_data_source_arguments():
+    import argparse
+
+    from raysparse.cli import data_source_overrides
+    from raysparse.config import ConfigError
+
+    beir = argparse.Namespace(beir="sets/klue", data_format=None, data_path=None)
+    assert data_source_overrides(beir) == ["data.format=beir", "data.path=sets/klue"]
+    squad = argparse.Namespace(beir=None, data_format="squad", data_path="v.jsonl")
+    assert data_source_overrides(squad) == ["data.format=squad", "data.path=v.jsonl"]
+    with pytest.raises(ConfigError, match="not both"):
+        data_source_overrides(argparse.Namespace(beir="a", data_format="squad", data_path=None))

@@ -57,6 +57,18 @@ def config_from_args(args: argparse.Namespace, extra_overrides: list[str] | None
     )
 
 
+def data_source_overrides(args: argparse.Namespace) -> list[str]:
+    """``--beir DIR`` or ``--data-format F --data-path P`` (mine, index) as ``data.*`` overrides."""
+    if args.beir and (args.data_format or args.data_path):
+        raise ConfigError("use either --beir DIR or --data-format/--data-path, not both")
+    overrides = ["data.format=beir", f"data.path={args.beir}"] if args.beir else []
+    if args.data_format:
+        overrides.append(f"data.format={args.data_format}")
+    if args.data_path:
+        overrides.append(f"data.path={args.data_path}")
+    return overrides
+
+
 def backbone_from_args(value: str | None) -> tuple[list[str], str | None]:
     """``--backbone`` of train/tune: ``local-small`` is a config override, a directory or Hub name goes to training."""
     if value == "local-small":

@@ -7,7 +7,7 @@ import json
 import logging
 import sys
 
-from raysparse.cli import add_config_args, config_from_args
+from raysparse.cli import add_config_args, config_from_args, data_source_overrides
 from raysparse.config import ConfigError
 
 
@@ -64,15 +64,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def overrides_from_args(args: argparse.Namespace) -> list[str]:
-    overrides: list[str] = []
-    if args.beir and (args.data_format or args.data_path):
-        raise ConfigError("use either --beir DIR or --data-format/--data-path, not both")
-    if args.beir:
-        overrides += ["data.format=beir", f"data.path={args.beir}"]
-    if args.data_format:
-        overrides.append(f"data.format={args.data_format}")
-    if args.data_path:
-        overrides.append(f"data.path={args.data_path}")
+    overrides = data_source_overrides(args)
     if args.url:
         overrides.append(f"opensearch.url={args.url}")
     if args.index:
