@@ -63,6 +63,8 @@ class MiningConfig(_Section):
     batch_size: int = Field(default=512, ge=1)
     num_workers: int = Field(default=0, ge=0)  # 0 = one per available CPU
     cpus_per_worker: float = Field(default=1.0, gt=0.0)
+    # custom Ray resources each mining actor needs, e.g. {cpu_pool: 1} to keep mining on CPU nodes (cluster.yaml)
+    resources: dict[str, float] = Field(default_factory=dict)
     seed: int = 13
 
 
@@ -145,6 +147,8 @@ class TrainConfig(_Section):
     max_failures: int = Field(default=1, ge=0)
     keep_checkpoints: int | None = Field(default=3, ge=1)  # None keeps every checkpoint
     deepspeed: DeepSpeedConfig = Field(default_factory=DeepSpeedConfig)
+    # custom Ray resources each training worker needs, e.g. {gpu_pool: 1} to place workers on GPU nodes
+    resources: dict[str, float] = Field(default_factory=dict)
     seed: int = 13
 
 
@@ -186,6 +190,22 @@ class OpenSearchConfig(_Section):
     max_retries: int = Field(default=5, ge=0)
 
 
+class CorpusConfig(_Section):
+    """Corpus builders (``raysparse corpus``): Wikipedia dumps and dated corpora -> passages (raysparse.corpus)."""
+
+
+class GenerateConfig(_Section):
+    """Synthetic queries from an LLM server (``raysparse generate-queries``, raysparse.generate)."""
+
+
+class TimeConfig(_Section):
+    """Time-aware term weighting from dated corpora (raysparse.timeweight)."""
+
+
+class SynonymsConfig(_Section):
+    """Korean-English synonym discovery from a trained encoder (``raysparse synonyms``, raysparse.synonyms)."""
+
+
 class RayConfig(_Section):
     address: str | None = None  # None = local (or RAY_ADDRESS); "auto" = an existing cluster
     storage_path: str = "runs"  # RunConfig storage (local dir, s3://, gs://, NFS)
@@ -207,6 +227,10 @@ class RaySparseConfig(_Section):
     export: ExportConfig = Field(default_factory=ExportConfig)
     opensearch: OpenSearchConfig = Field(default_factory=OpenSearchConfig)
     ray: RayConfig = Field(default_factory=RayConfig)
+    corpus: CorpusConfig = Field(default_factory=CorpusConfig)
+    generate: GenerateConfig = Field(default_factory=GenerateConfig)
+    time: TimeConfig = Field(default_factory=TimeConfig)
+    synonyms: SynonymsConfig = Field(default_factory=SynonymsConfig)
 
     @model_validator(mode="after")
     def _check_cross_section(self) -> RaySparseConfig:
