@@ -195,7 +195,51 @@ class CorpusConfig(_Section):
 
 
 class GenerateConfig(_Section):
-    """Synthetic queries from an LLM server (``raysparse generate-queries``, raysparse.generate)."""
+    """Synthetic queries from an LLM server (``raysparse generate-queries``, raysparse.generate).
+
+    A real model server (Ollama, vLLM, llama.cpp server, ...) must be running at ``url``; see
+    docs/synthetic-queries.md. Queries pass the filters in this order: Korean ratio, length, dedup, round trip.
+    """
+
+    api: Literal["ollama", "openai"] = "ollama"  # Ollama's native API or the OpenAI-compatible chat API
+    url: str = "http://127.0.0.1:11434"  # server root (Ollama's default); vLLM: http://host:8000
+    model: str | None = None  # required when generating
+    ollama_endpoint: Literal["generate", "chat"] = "chat"  # /api/generate or /api/chat (api=ollama)
+    api_key_env: str = "OPENAI_API_KEY"  # env var holding a bearer key (api=openai); unset = no header
+    stream: bool = False  # streamed replies (NDJSON / SSE) instead of one JSON body
+    prompt: str = "doc2query_ko_v1"  # a template shipped in raysparse/resources/prompts or a file path
+    num_queries: int = Field(default=5, ge=1, le=50)
+    temperature: float = Field(default=0.7, ge=0.0)
+    max_tokens: int = Field(default=256, ge=1)
+    seed: int | None = 13  # sent to the server (sampling seed) where it supports one
+    max_doc_chars: int = Field(default=2000, ge=50)  # longer passages are cut before prompting
+    concurrency: int = Field(default=4, ge=1)  # in-flight requests = Ray Data actors (threads with --no-ray)
+    batch_size: int = Field(default=8, ge=1)  # documents per batch = per resumable Parquet shard
+    cpus_per_worker: float = Field(default=0.25, gt=0.0)  # requests wait on the server, not on our CPU
+    connect_timeout: float = Field(default=10.0, gt=0.0)  # seconds
+    read_timeout: float = Field(default=120.0, gt=0.0)  # seconds without a byte from the server
+    max_retries: int = Field(default=4, ge=0)  # after the first try, on 429/5xx/timeouts/broken replies
+    backoff_base: float = Field(default=1.0, ge=0.0)  # seconds; doubles per retry, with jitter
+    backoff_max: float = Field(default=30.0, ge=0.0)
+    on_error: Literal["record", "raise"] = "record"  # record: count + retry on the next run; raise: stop
+    max_docs: int | None = Field(default=None, ge=1)  # generate for the first N documents only
+    # filters
+    min_korean_ratio: float = Field(default=0.8, ge=0.0, le=1.0)  # Hangul share of the letters
+    min_chars: int = Field(default=4, ge=1)
+    max_chars: int = Field(default=100, ge=1)
+    dedup: bool = True  # drop repeats (normalised text) within a document and across the corpus
+    round_trip: Literal["bm25", "model", "none"] = "bm25"  # keep a query only if it retrieves its source
+    round_trip_k: int = Field(default=10, ge=1)
+    round_trip_analyzer: Literal["kiwi", "bigram"] = "bigram"
+    round_trip_model: str | None = None  # a trained sparse model directory (round_trip=model)
+
+    @model_validator(mode="after")
+    def _check(self) -> GenerateConfig:
+        if self.max_chars < self.min_chars:
+            raise ValueError(f"generate.max_chars ({self.max_chars}) < generate.min_chars ({self.min_chars})")
+        if self.round_trip == "model" and not self.round_trip_model:
+            raise ValueError("generate.round_trip_model must be set when generate.round_trip is 'model'")
+        return self
 
 
 class TimeConfig(_Section):
@@ -204,6 +248,23 @@ class TimeConfig(_Section):
 
 class SynonymsConfig(_Section):
     """Korean-English synonym discovery from a trained encoder (``raysparse synonyms``, raysparse.synonyms)."""
+
+    # aligned sentence-pair files (augment's readers); empty = augment.parallel_text
+    parallel_text: list[str] = Field(default_factory=list)
+    max_pairs_per_file: int = Field(default=3000, ge=1)  # first N pairs of each file: no file drowns the others
+    min_term_count: int = Field(default=3, ge=1)  # sentence pairs a term must occur in to be a candidate
+    max_terms: int = Field(default=3000, ge=1)  # most frequent terms per language
+    max_term_pieces: int = Field(default=3, ge=1)  # longer terms are split too finely to be scored reliably
+    korean_tags: list[str] = Field(default_factory=lambda: ["NNG", "NNP", "VV", "VA", "XR"])  # Kiwi tags
+    activation_threshold: float = Field(default=0.5, ge=0.0)  # a term is active in a sentence above this weight
+    min_cooccurrence: int = Field(default=2, ge=1)  # co-activation pairs seen fewer times score 0
+    weights: dict[Literal["activation", "coactivation", "embedding"], float] = Field(
+        default_factory=lambda: {"activation": 0.45, "coactivation": 0.45, "embedding": 0.1}
+    )
+    threshold: float = Field(default=0.15, ge=0.0, le=1.0)  # minimum combined score of an emitted pair
+    cap_per_term: int = Field(default=3, ge=1)  # at most this many translations per Korean and per English term
+    eval_k: list[int] = Field(default_factory=lambda: [1, 5, 10])
+    batch_size: int = Field(default=64, ge=1)
 
 
 class RayConfig(_Section):
