@@ -46,15 +46,15 @@ log = logging.getLogger(__name__)
 SIGNALS = ("activation", "coactivation", "embedding")
 
 # English function words: never dictionary entries, and frequent enough to co-occur with everything.
-EN_STOPWORDS = frozenset(
-    """a about above after again against all also am an and any are as at be because been before being below between
+_EN_STOPWORDS_TEXT = """
+    a about above after again against all also am an and any are as at be because been before being below between
     both but by can could did do does doing down during each few for from further had has have having he her here hers
     herself him himself his how i if in into is it its itself just me more most my myself no nor not now of off on once
     only or other our ours ourselves out over own same she should so some such than that the their theirs them
     themselves then there these they this those through to too under until up very was we were what when where which
     while who whom why will with would you your yours yourself yourselves s t don isn aren wasn weren won didn doesn
-    let ll re ve d m o y""".split()
-)
+    let ll re ve d m o y"""
+EN_STOPWORDS = frozenset(_EN_STOPWORDS_TEXT.split())
 _EN_WORD = re.compile(r"[a-z][a-z\-]*[a-z]|[a-z]")
 # Kiwi tags of dictionary-worthy Korean terms: common/proper nouns, verb and adjective stems (as X다), roots.
 DEFAULT_KOREAN_TAGS = ("NNG", "NNP", "VV", "VA", "XR")
@@ -250,7 +250,9 @@ def combine(
     """
     names = [n for n in signals if weights.get(n, 0.0) > 0]
     if not names:
-        raise ValueError(f"combine: no signal with a positive weight among {sorted(signals)} (weights {weights})")
+        raise ValueError(
+            f"combine: no signal with a positive weight among {sorted(signals)} (weights {weights})"
+        )
     total = sum(weights[n] for n in names)
     combined = sum((weights[n] / total) * signals[n] for n in names)
     assert isinstance(combined, np.ndarray)
@@ -292,7 +294,9 @@ def ranked_by_signal(
 
 
 # ------------------------------------------------------------------------------------------------ files
-def write_dictionary(candidates: Sequence[Candidate], path: str | Path, source: str = "raysparse.synonyms") -> Path:
+def write_dictionary(
+    candidates: Sequence[Candidate], path: str | Path, source: str = "raysparse.synonyms"
+) -> Path:
     """Write candidates as a JSON list of ``{korean, english, score, signals, source}`` records, one per line.
 
     ``BilingualDictionary.add_file`` (augmentation) and ``raysparse.data.read_synonym_json`` both read it and
@@ -487,7 +491,9 @@ def evaluate_ranked(
     ranked: Mapping[str, Sequence[Candidate]], glossary: Any, ks: Sequence[int]
 ) -> dict[str, dict[str, dict[str, float]]]:
     """``{signal: {"p@k": precision_at_k(...)}}`` for every ranked list and k."""
-    return {name: {f"p@{k}": precision_at_k(cands, glossary, k) for k in ks} for name, cands in ranked.items()}
+    return {
+        name: {f"p@{k}": precision_at_k(cands, glossary, k) for k in ks} for name, cands in ranked.items()
+    }
 
 
 def precision_table(results: Mapping[str, Mapping[str, Mapping[str, float]]], ks: Sequence[int]) -> str:
@@ -522,7 +528,9 @@ def run_discovery(
     scfg = cfg.synonyms
     paths = list(scfg.parallel_text or cfg.augment.parallel_text)
     if not paths:
-        raise ValueError("no parallel text: set synonyms.parallel_text (or augment.parallel_text) to sentence-pair files")
+        raise ValueError(
+            "no parallel text: set synonyms.parallel_text (or augment.parallel_text) to sentence-pair files"
+        )
     pairs, reports = load_sentence_pairs(paths, scfg.max_pairs_per_file)
     for report in reports:
         log.info("%s", report)
@@ -551,5 +559,7 @@ def run_discovery(
                 "by_signal": evaluate_ranked(result.ranked, glossary, scfg.eval_k),
                 "dictionary": {f"p@{k}": precision_at_k(result.candidates, glossary, k) for k in scfg.eval_k},
             }
-    (out / "discovery_report.json").write_text(json.dumps(report, indent=2, ensure_ascii=False), encoding="utf-8")
+    (out / "discovery_report.json").write_text(
+        json.dumps(report, indent=2, ensure_ascii=False), encoding="utf-8"
+    )
     return report
