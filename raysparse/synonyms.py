@@ -563,3 +563,99 @@ def run_discovery(
         json.dumps(report, indent=2, ensure_ascii=False), encoding="utf-8"
     )
     return report
+
+
+# ------------------------------------------------------------------------------------------------ closed loop
+LOOP_METRICS = ("ndcg@10", "mrr@10", "recall@100")
+
+
+def run_loop(
+    cfg: Any,
+    out_dir: str | Path,
+    dev_dirs: Sequence[str | Path],
+    glossaries: Sequence[str | Path] = (),
+    force: bool = False,
+) -> dict[str, Any]:
+    """One round of discover -> add to dictionary -> augment -> retrain, and both arms on the dev sets.
+
+    1. ``baseline``: the main job (:func:`raysparse.pipeline.run_pipeline`) with ``cfg`` as given, in OUT/baseline.
+    2. ``discovery``: :func:`run_discovery` on the baseline's trained model -> OUT/discovery/candidates.json
+       (precision@k against ``glossaries`` when given; keep them out of ``cfg.augment`` or the check is leaked).
+    3. ``discovered``: the same job with the candidates appended to ``augment.dictionaries`` (translation prior,
+       code-switched queries and cross-lingual term pairs all see them), in OUT/discovered. When the baseline built
+       a local backbone, this arm starts from that same backbone directory (same tokenizer, same initial weights),
+       so the dictionary is the only difference.
+    4. Both trained models are evaluated on every BEIR directory in ``dev_dirs``; OUT/loop_results.json and
+       OUT/loop_results.md hold the table. Every step is cached by the pipeline's stage hashes.
+    """
+    from raysparse.data import read_beir
+    from raysparse.evaluate import evaluate_model, write_metrics
+    from raysparse.pipeline import run_pipeline
+
+    out = Path(out_dir).resolve()
+    leaked = cfg.augment.use_shared_glossaries and glossaries
+    if leaked:
+        log.warning("augment.use_shared_glossaries is true: the precision@k glossaries are NOT held aside")
+    base_cfg = cfg.model_copy(deep=True, update={"output_dir": str(out / "baseline")})
+    base = run_pipeline(base_cfg, force=force)
+    info = {s.name: s.info for s in base.stages}
+    base_model = info["train"]["model_dir"]
+    discovery = run_discovery(base_model, base_cfg, out / "discovery", glossaries)
+    dictionary = out / "discovery" / "candidates.json"
+
+    arm_cfg = cfg.model_copy(deep=True, update={"output_dir": str(out / "discovered")})
+    arm_cfg.augment.dictionaries = [*cfg.augment.dictionaries, str(dictionary)]
+    if cfg.model.backbone == "local-small":
+        arm_cfg.model.backbone = str(out / "baseline" / "backbone" / "mlm")
+    arm = run_pipeline(arm_cfg, force=force)
+    arm_model = {s.name: s.info for s in arm.stages}["train"]["model_dir"]
+
+    table: dict[str, dict[str, dict[str, float]]] = {}
+    for dev in dev_dirs:
+        data = read_beir(dev)
+        name = Path(dev).name
+        table[name] = {}
+        for arm_name, model_dir in (("baseline", base_model), ("discovered", arm_model)):
+            result = evaluate_model(
+                model_dir,
+                data,
+                cfg.eval,
+                max_query_length=cfg.model.max_query_length,
+                max_doc_length=cfg.model.max_doc_length,
+            )
+            write_metrics(result, out / "eval" / name / arm_name / "metrics.json")
+            table[name][arm_name] = {k: float(result.metrics[k]) for k in LOOP_METRICS if k in result.metrics}
+    results = {
+        "baseline_model": base_model,
+        "discovered_model": arm_model,
+        "dictionary": str(dictionary),
+        "discovered_pairs": discovery["candidates"],
+        "glossaries_held_aside": not leaked,
+        "baseline_dictionary_pairs": info["backbone"].get("translation_entries"),
+        "discovered_translation_entries": {s.name: s.info for s in arm.stages}["backbone"].get(
+            "translation_entries"
+        ),
+        "dev": table,
+        "precision": discovery.get("precision", {}),
+    }
+    (out / "loop_results.json").write_text(
+        json.dumps(results, indent=2, ensure_ascii=False), encoding="utf-8"
+    )
+    (out / "loop_results.md").write_text(loop_table(table) + "\n", encoding="utf-8")
+    return results
+
+
+def loop_table(table: Mapping[str, Mapping[str, Mapping[str, float]]]) -> str:
+    """Markdown: one row per dev set, baseline vs discovered for each metric and the nDCG@10 difference."""
+    lines = [
+        "| dev set | "
+        + " | ".join(f"{m} baseline | {m} +discovered" for m in LOOP_METRICS)
+        + " | Δ nDCG@10 |",
+        "|---" * (2 * len(LOOP_METRICS) + 2) + "|",
+    ]
+    for name, arms in table.items():
+        b, d = arms.get("baseline", {}), arms.get("discovered", {})
+        cells = [f"{b.get(m, float('nan')):.4f} | {d.get(m, float('nan')):.4f}" for m in LOOP_METRICS]
+        delta = d.get("ndcg@10", float("nan")) - b.get("ndcg@10", float("nan"))
+        lines.append(f"| {name} | " + " | ".join(cells) + f" | {delta:+.4f} |")
+    return "\n".join(lines)
