@@ -56,6 +56,29 @@ _EN_STOPWORDS_TEXT = """
     let ll re ve d m o y"""
 EN_STOPWORDS = frozenset(_EN_STOPWORDS_TEXT.split())
 _EN_WORD = re.compile(r"[a-z][a-z\-]*[a-z]|[a-z]")
+# Particles Kiwi sometimes tags as nouns after code, numbers or Latin words (`None`을 -> 을/NNG): never terms.
+KO_STOPWORDS = frozenset(
+    (
+        "을",
+        "를",
+        "이",
+        "가",
+        "은",
+        "는",
+        "의",
+        "에",
+        "와",
+        "과",
+        "도",
+        "로",
+        "으로",
+        "만",
+        "에서",
+        "께",
+        "한테",
+        "처럼",
+    )
+)
 # Kiwi tags of dictionary-worthy Korean terms: common/proper nouns, verb and adjective stems (as X다), roots.
 DEFAULT_KOREAN_TAGS = ("NNG", "NNP", "VV", "VA", "XR")
 
@@ -120,7 +143,7 @@ def korean_terms(texts: Sequence[str], tags: Sequence[str] = DEFAULT_KOREAN_TAGS
     out = []
     for tokens in results:
         terms = [kiwi_token_form(t.form, t.tag) for t in tokens if t.tag in wanted]
-        out.append([t for t in terms if is_hangul(t)])
+        out.append([t for t in terms if is_hangul(t) and t not in KO_STOPWORDS])
     return out
 
 
