@@ -282,3 +282,15 @@ def test_config_section_validates():
 
     with pytest.raises(ConfigError, match=r"synonyms\.threshold"):
         load_config(None, ["synonyms.threshold=2"])
+
+
+def test_cli_help(capsys):
+    from raysparse.cli import main
+
+    for action in ("discover", "evaluate", "loop"):
+        with pytest.raises(SystemExit) as exit_info:
+            main(["synonyms", action, "--help"])
+        assert exit_info.value.code == 0
+        assert f"usage: raysparse synonyms {action}" in capsys.readouterr().out
+    assert main(["synonyms"]) == 2
+    assert "discover" in capsys.readouterr().out
