@@ -235,6 +235,8 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _authorised(self) -> bool:
         if self.owner.api_key and self.headers.get("Authorization") != f"Bearer {self.owner.api_key}":
+            if self.command == "POST":  # (GETs are logged on arrival)
+                self.owner.log({"path": self.path, "status": 401, "document": None, "t": time.monotonic()})
             self._send_json(
                 401,
                 {
@@ -260,7 +262,6 @@ class _Handler(BaseHTTPRequestHandler):
             self._error(400, "invalid JSON body", openai)
             return
         if openai and not self._authorised():
-            self.owner.log({"path": self.path, "status": 401, "document": None, "t": time.monotonic()})
             return
         if self.path == "/api/generate":
             prompt = req.get("prompt")
@@ -276,18 +277,21 @@ class _Handler(BaseHTTPRequestHandler):
         stream = req.get("stream", not openai)  # Ollama streams unless told not to; OpenAI does not
         document = document_of(prompt)
         fault = self.owner.take_fault(prompt)
-        entry = {
+        entry: dict[str, Any] = {
             "path": self.path,
             "document": document,
             "stream": stream,
             "fault": fault and fault.kind,
             "t": time.monotonic(),
             "request": req,
+            "status": 200,
         }
-        status = 200
+        self.owner.log(
+            entry
+        )  # logged before the reply goes out: a client never sees a reply that is not logged
         try:
             if fault is not None and fault.kind in ("429", "500"):
-                status = int(fault.kind)
+                status = entry["status"] = int(fault.kind)
                 headers = {"Retry-After": fault.retry_after} if status == 429 and fault.retry_after else None
                 self._error(status, "rate limited" if status == 429 else "internal error", openai, headers)
                 return
@@ -304,10 +308,7 @@ class _Handler(BaseHTTPRequestHandler):
             else:
                 self._whole(content, openai, kind)
         except (BrokenPipeError, ConnectionResetError):
-            status = -1  # the client gave up (timeout) before the reply
-        finally:
-            entry["status"] = status
-            self.owner.log(entry)
+            entry["status"] = -1  # the client gave up (timeout) before the reply
 
     # -- replies ----------------------------------------------------------------------------------------------
     def _whole(self, content: str, openai: bool, fault: str | None) -> None:

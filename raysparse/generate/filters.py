@@ -3,7 +3,7 @@
 Order (cheap first, the retrieval check last so it only sees survivors):
 
 1. ``korean_ratio`` — Hangul share of the query's letters ≥ ``generate.min_korean_ratio`` (digits, punctuation
-   and spaces are not letters, so "1987년 6월 항쟁은?" is 1.0 and "BTS의 노래" is 0.4);
+   and spaces are not letters, so "1987년 6월 항쟁은?" is 1.0 and "BTS의 노래" is 0.5);
 2. ``length`` — ``min_chars ≤ len(stripped query) ≤ max_chars``;
 3. ``duplicate_in_doc`` / ``duplicate_across_docs`` — the same normalised text (NFKC, lower case, collapsed
    spaces, trailing ``?!.`` removed) seen before in the same document / in another document (documents in
