@@ -678,13 +678,82 @@ class _MinerActor:
         return triples_table(mine_batch(self.index, batch, self.cfg))
 
 
-def _ray_pool(cfg: MiningConfig) -> tuple[int, float]:
-    """Pool size and per-actor CPUs: one actor per CPU by default, with fractional CPUs so that actors plus Ray
-    Data's own bookkeeping never ask for more than the node has (the documented 2-CPU hang)."""
+PLACEMENT_WAIT_ENV = "RAYSPARSE_PLACEMENT_WAIT_S"  # how long to wait for an autoscaler to add a matching node
+
+
+def _nodes_with(resources: Mapping[str, float]) -> list[dict[str, Any]]:
+    """Alive nodes that can host one worker asking for ``resources`` (every key, at least the amount)."""
     import ray
 
-    total = float(ray.cluster_resources().get("CPU", 1.0))
-    workers = cfg.num_workers or max(1, int(total))
+    return [
+        n
+        for n in ray.nodes()
+        if n.get("Alive") and all(n.get("Resources", {}).get(k, 0.0) >= v for k, v in resources.items())
+    ]
+
+
+def _autoscaler_running() -> bool:
+    """True when a Ray autoscaler (``ray up`` cluster.yaml, KubeRay with autoscaling) publishes its status."""
+    from ray._private.ray_constants import DEBUG_AUTOSCALING_STATUS
+    from ray.experimental.internal_kv import _internal_kv_get, _internal_kv_initialized
+
+    return bool(_internal_kv_initialized() and _internal_kv_get(DEBUG_AUTOSCALING_STATUS))
+
+
+def check_placement(
+    resources: Mapping[str, float], key: str, wait_s: float | None = None
+) -> list[dict[str, Any]]:
+    """The alive nodes that satisfy ``resources`` (custom Ray resources per worker); raise if there are none.
+
+    Ray queues an actor or Train worker whose resources no node has forever (Ray Data and Ray Train only log
+    warnings), so an impossible placement is checked up front. With an autoscaler running, a matching node may
+    still be launched: wait up to ``wait_s`` (default ``$RAYSPARSE_PLACEMENT_WAIT_S`` or 600 s) for one. Without
+    one, fail at once. ``key`` is the config key named in the error (e.g. ``mining.resources``).
+    """
+    import os
+
+    import ray
+
+    if not resources:
+        return [n for n in ray.nodes() if n.get("Alive")]
+    nodes = _nodes_with(resources)
+    if not nodes and _autoscaler_running():
+        limit = float(os.environ.get(PLACEMENT_WAIT_ENV, 600)) if wait_s is None else wait_s
+        deadline = time.monotonic() + limit
+        log.info(
+            "%s=%s: no node has these resources yet; waiting up to %.0f s for the autoscaler",
+            key,
+            resources,
+            limit,
+        )
+        while not nodes and time.monotonic() < deadline:
+            time.sleep(5.0)
+            nodes = _nodes_with(resources)
+    if not nodes:
+        totals = ray.cluster_resources()
+        have = {k: totals.get(k, 0.0) for k in resources}
+        raise ValueError(
+            f"{key}={dict(resources)}: no alive Ray node offers these resources per worker (cluster totals: {have}); "
+            f"start nodes with e.g. `ray start --resources='{json.dumps(dict(resources))}'` (cluster.yaml / KubeRay "
+            f"rayStartParams) or change {key}"
+        )
+    return nodes
+
+
+def _ray_pool(cfg: MiningConfig) -> tuple[int, float]:
+    """Pool size and per-actor CPUs: one actor per CPU of the nodes that satisfy ``mining.resources`` by default,
+    with fractional CPUs so that actors plus Ray Data's own bookkeeping never ask for more than those nodes have
+    (the documented 2-CPU hang). A fixed-size pool larger than what the eligible nodes can host would never start."""
+    nodes = check_placement(cfg.resources, "mining.resources")
+    total = sum(float(n.get("Resources", {}).get("CPU", 0.0)) for n in nodes) or 1.0
+    slots = 0
+    for n in nodes:
+        res = n.get("Resources", {})
+        per_node = int(res.get("CPU", 0.0))
+        for k, v in cfg.resources.items():
+            per_node = min(per_node, int(res.get(k, 0.0) // v)) if v > 0 else per_node
+        slots += per_node
+    workers = cfg.num_workers or max(1, slots)
     cpus = min(cfg.cpus_per_worker, max(0.1, 0.9 * total / workers))
     return workers, cpus
 
@@ -692,9 +761,18 @@ def _ray_pool(cfg: MiningConfig) -> tuple[int, float]:
 def mine_dataset(
     queries: Any, index_ref: Any, cfg: MiningConfig, workers: int, cpus_per_worker: float
 ) -> Any:
-    """Ray Data building block: ``queries`` (a Dataset from :func:`prepare_queries`) → Dataset of TRIPLES rows."""
+    """Ray Data building block: ``queries`` (a Dataset from :func:`prepare_queries`) → Dataset of TRIPLES rows.
+
+    Actors ask for ``mining.resources`` on top of their CPUs (placement: e.g. ``{cpu_pool: 1}`` keeps them on the
+    CPU node type of cluster.yaml). They restart without limit and their batches are retried when a node is lost:
+    the index they read is owned by the driver, and batches are pure functions of their rows, so a re-run batch
+    yields the same triples and nothing is lost or duplicated.
+    """
     from ray.data import ActorPoolStrategy
 
+    remote_args: dict[str, Any] = {"max_restarts": -1, "max_task_retries": -1}
+    if cfg.resources:
+        remote_args["resources"] = dict(cfg.resources)
     return queries.map_batches(
         _MinerActor,
         batch_size=cfg.batch_size,
@@ -703,6 +781,7 @@ def mine_dataset(
         fn_constructor_args=([index_ref], cfg.model_dump()),
         num_cpus=cpus_per_worker,
         zero_copy_batch=True,
+        **remote_args,
     )
 
 

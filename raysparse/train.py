@@ -1068,6 +1068,13 @@ def run_training(
     resources = {"CPU": tc.cpus_per_worker}
     if tc.use_gpu:
         resources["GPU"] = 1
+    if tc.resources:
+        # placement: e.g. {gpu_pool: 1} keeps workers on the GPU node type (cluster.yaml, deploy/kuberay); a request
+        # no node can satisfy would wait forever inside Ray Train, so it fails here naming the key
+        from raysparse.mining import check_placement
+
+        check_placement(tc.resources, "train.resources")
+        resources.update(tc.resources)
     checkpoint_config = CheckpointConfig(
         num_to_keep=tc.keep_checkpoints,
         checkpoint_score_attribute=VAL_METRIC if dev is not None else None,
