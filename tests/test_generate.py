@@ -328,48 +328,56 @@ def test_generate_queries_end_to_end_in_process(server, klue, tmp_path):
     }
 
 
+def _ok_ids(raw: pa.Table) -> list[str]:
+    """doc ids of the rows that hold a reply (failed requests are rows too, with ``error`` set)."""
+    return [
+        d
+        for d, e in zip(raw.column("doc_id").to_pylist(), raw.column("error").to_pylist(), strict=True)
+        if not e
+    ]
+
+
 def test_interrupted_run_resumes_each_document_exactly_once(server, klue, tmp_path):
     data = _subset(klue, 12)
+    ids = data.corpus.column("doc_id").to_pylist()
     texts = [t[:2000].strip() for t in data.corpus.column("text").to_pylist()]
     server.add_fault("500", times=None, match=texts[7][:40])
     cfg = _cfg(server, on_error="raise", max_retries=1, concurrency=1, batch_size=2)
-    with pytest.raises(LLMRequestError, match=rf"'{data.corpus.column('doc_id')[7].as_py()}'.*HTTP 500"):
+    with pytest.raises(LLMRequestError, match=rf"'{ids[7]}'.*/api/chat.*HTTP 500") as info:
         generate_queries(data, cfg, tmp_path, ray=False, show_progress=False)
+    assert info.value.attempts == 2 and info.value.status == 500
     first = read_raw(tmp_path / "raw")
-    assert first.num_rows == 6  # three whole batches made it to disk before the failing one
+    # one thread, batches of 2: the batches up to the failing one are on disk (its finished reply included)
+    assert _ok_ids(first) == ids[:7] and first.column("error_kind").to_pylist()[7] == "HTTP 500"
     assert not list((tmp_path / "raw").glob(".*.tmp"))
     server.clear_faults()
     n = len(_requested_docs(server))
     report = generate_queries(data, cfg, tmp_path, ray=False, show_progress=False)
-    assert report.run["docs_skipped_done"] == 6 and report.docs_with_reply == 12
-    assert sorted(_requested_docs(server)[n:]) == sorted(texts[6:])  # the finished ones were not asked again
-    raw_ids = read_raw(tmp_path / "raw").column("doc_id").to_pylist()
-    assert sorted(raw_ids) == sorted(data.corpus.column("doc_id").to_pylist())  # each exactly once
+    assert report.run["docs_skipped_done"] == 7 and report.docs_with_reply == 12
+    assert sorted(_requested_docs(server)[n:]) == sorted(texts[7:])  # the finished ones were not asked again
+    assert sorted(_ok_ids(read_raw(tmp_path / "raw"))) == sorted(ids)  # each document generated exactly once
 
 
 @pytest.mark.slow
 def test_ray_data_path_matches_in_process_and_resumes(ray_local, server, klue, tmp_path):
     data = _subset(klue, 16)
+    ids = data.corpus.column("doc_id").to_pylist()
     texts = [t[:2000].strip() for t in data.corpus.column("text").to_pylist()]
     cfg = _cfg(
         server, api="openai", stream=True, concurrency=2, batch_size=2, on_error="raise", max_retries=0
     )
     server.add_fault("500", times=None, match=texts[11][:40])
-    with pytest.raises(Exception, match=r"HTTP 500") as info:
+    with pytest.raises(LLMRequestError, match=rf"'{ids[11]}'.*/v1/chat/completions.*HTTP 500"):
         generate_queries(data, cfg, tmp_path / "ray", ray=True, show_progress=False)
-    assert data.corpus.column("doc_id")[11].as_py() in str(info.value)
-    done_first = set(read_raw(tmp_path / "ray" / "raw").column("doc_id").to_pylist())
-    assert len(done_first) < 16
+    done_first = set(_ok_ids(read_raw(tmp_path / "ray" / "raw")))
+    assert ids[11] not in done_first and len(done_first) < 16
     server.clear_faults()
     n = len(_requested_docs(server))
     ray_report = generate_queries(data, cfg, tmp_path / "ray", ray=True, show_progress=False)
     assert ray_report.run["mode"] == "ray" and ray_report.run["docs_skipped_done"] == len(done_first)
     again = _requested_docs(server)[n:]
-    assert len(again) == 16 - len(done_first) and not set(again) & {
-        texts[i] for i in range(16) if data.corpus.column("doc_id")[i].as_py() in done_first
-    }
-    raw_ids = read_raw(tmp_path / "ray" / "raw").column("doc_id").to_pylist()
-    assert sorted(raw_ids) == sorted(data.corpus.column("doc_id").to_pylist())
+    assert sorted(again) == sorted(t for d, t in zip(ids, texts, strict=True) if d not in done_first)
+    assert sorted(_ok_ids(read_raw(tmp_path / "ray" / "raw"))) == sorted(ids)  # each exactly once
 
     local = generate_queries(data, cfg, tmp_path / "local", ray=False, show_progress=False)
     a = pq.read_table(tmp_path / "ray" / "generations.parquet").select(

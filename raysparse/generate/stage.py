@@ -4,8 +4,9 @@
 process or inside ``Dataset.map_batches`` (one actor per in-flight request: ``generate.concurrency``). The driver
 writes each finished batch as ``OUT/raw/part-*.parquet`` (temp file + rename, so a shard is whole or absent) as
 soon as it arrives; a restarted run reads the shards and skips every document that already has a reply for the same
-prompt version and model. Documents whose request failed (``generate.on_error=record``) get a row with ``error`` set
-and are tried again on the next run.
+prompt version and model. Documents whose request failed get a row with ``error`` set and are tried again on the
+next run; with ``generate.on_error=raise`` the driver stops at the first such row (after writing its shard) and
+raises :class:`~raysparse.generate.clients.LLMRequestError` naming the document, URL and status.
 """
 
 from __future__ import annotations
@@ -54,12 +55,14 @@ def _col(batch: Any, name: str) -> list:
 
 
 def generate_for_batch(
-    batch: Any, client: Any, cfg: Any, prompt: PromptTemplate | None = None
+    batch: Any, client: Any, cfg: Any, prompt: PromptTemplate | None = None, on_error: str | None = None
 ) -> dict[str, pa.Array]:
     """Prompt the model once per document of ``batch`` (columns doc_id, text, optional title).
 
     Returns :data:`RAW` columns. A request that fails for good becomes a row with ``error`` set
-    (``cfg.on_error == "record"``) or raises :class:`LLMRequestError` naming the document (``"raise"``).
+    (``on_error``, default ``cfg.on_error``, is ``"record"``) or raises :class:`LLMRequestError` naming the
+    document (``"raise"``). The stage's workers always record, so a batch's finished replies are never lost; the
+    driver raises instead (see :func:`run_generation`).
     """
     import json
 
@@ -77,7 +80,7 @@ def generate_for_batch(
         try:
             completion = client.complete(rendered, doc_id=doc_id)
         except LLMRequestError as err:
-            if cfg.on_error == "raise":
+            if (on_error or cfg.on_error) == "raise":
                 raise
             log.warning("%s", err)
             rows.append(
@@ -94,7 +97,7 @@ def generate_for_batch(
                     "error_kind": err.kind,
                     "attempts": err.attempts,
                     "latency_s": None,
-                    "meta": None,
+                    "meta": json.dumps({"url": err.url, "status": err.status, "reason": err.reason}),
                     "generated_at": now,
                 }
             )
@@ -179,6 +182,23 @@ def latest_rows(raw: pa.Table, prompt_version: str, model: str) -> pa.Table:
     return raw.take(pa.array(rows, pa.int64())) if rows else RAW.empty_table()
 
 
+def request_error_of(table: pa.Table) -> LLMRequestError:
+    """The first failed request of a RAW table as the error the client raised (document, URL, status, reason)."""
+    import json
+
+    for row in table.to_pylist():
+        if row["error"] is not None:
+            meta = json.loads(row["meta"] or "{}")
+            return LLMRequestError(
+                row["doc_id"],
+                meta.get("url", "?"),
+                meta.get("status"),
+                meta.get("reason", row["error"]),
+                row["attempts"],
+            )
+    raise ValueError("no failed request in this table")
+
+
 # -------------------------------------------------------------------------------------------------- execution
 @dataclass
 class GenerationRun:
@@ -206,7 +226,8 @@ class _GenerateActor:
         self.prompt = load_prompt(self.cfg.prompt)
 
     def __call__(self, batch: pa.Table) -> pa.Table:
-        return pa.Table.from_pydict(generate_for_batch(batch, self.client, self.cfg, self.prompt), schema=RAW)
+        columns = generate_for_batch(batch, self.client, self.cfg, self.prompt, on_error="record")
+        return pa.Table.from_pydict(columns, schema=RAW)
 
 
 def _batches(todo: pa.Table, size: int) -> list[pa.Table]:
@@ -223,7 +244,9 @@ def _in_process(todo: pa.Table, cfg: Any, client: Any, prompt: PromptTemplate) -
         # one client per thread (its back-off RNG is not shared); a given client object is shared by all
         def work(batch: pa.Table) -> pa.Table:
             c = clients[0] if clients else make_client(cfg)
-            return pa.Table.from_pydict(generate_for_batch(batch, c, cfg, prompt), schema=RAW)
+            return pa.Table.from_pydict(
+                generate_for_batch(batch, c, cfg, prompt, on_error="record"), schema=RAW
+            )
 
         pending = {pool.submit(work, b) for b in batches}
         try:
@@ -303,5 +326,7 @@ def run_generation(
                     if e is not None:
                         run.request_errors[e] = run.request_errors.get(e, 0) + 1
                 bar.update(table.num_rows)
+                if cfg.on_error == "raise" and any(e is not None for e in errors):
+                    raise request_error_of(table)
     run.seconds = time.perf_counter() - t0
     return run
