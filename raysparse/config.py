@@ -193,6 +193,24 @@ class OpenSearchConfig(_Section):
 class CorpusConfig(_Section):
     """Corpus builders (``raysparse corpus``): Wikipedia dumps and dated corpora -> passages (raysparse.corpus)."""
 
+    passage_max_chars: int = Field(default=1000, ge=50)  # passages are packed from paragraphs/sentences up to this
+    passage_min_chars: int = Field(default=40, ge=0)  # shorter passages are dropped and counted
+    cache_dir: str = "cache/corpus"  # parsed dumps: <cache_dir>/<inputs sha256>-<config hash>/passages.parquet
+    namespaces: list[int] = Field(default_factory=lambda: [0])  # MediaWiki namespaces kept (0 = articles)
+    skip_disambiguation: bool = True
+    disambiguation_templates: list[str] = Field(
+        default_factory=lambda: ["동음이의", "disambig", "disambiguation", "dab", "hndis", "geodis"]
+    )
+    # sections dropped whole (navigation and references, not prose)
+    drop_sections: list[str] = Field(
+        default_factory=lambda: [
+            "같이 보기", "각주", "외부 링크", "참고 문헌", "참고 자료", "출처", "각주 및 참고 문헌",
+            "See also", "References", "External links", "Further reading", "Notes", "Bibliography",
+        ]
+    )
+    lang: str | None = None  # passage language; None = detected per passage (raysparse.data.detect_lang)
+    num_workers: int | None = Field(default=None, ge=1)  # Ray Data concurrency over shards; None = one per shard
+
 
 class GenerateConfig(_Section):
     """Synthetic queries from an LLM server (``raysparse generate-queries``, raysparse.generate).
