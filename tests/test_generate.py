@@ -437,3 +437,65 @@ def test_job_entry_point_help():
         check=True,
     ).stdout
     assert "--concurrency" in out and "real model server is needed" in out and "vllm serve" in out
+
+
+# ------------------------------------------------------------------------ the output feeds mining and training
+@pytest.mark.slow
+def test_generated_pairs_flow_into_mining_and_training(server, klue, tmp_path):
+    """OUT/beir is read by data.format=beir, mined by raysparse.mining and trained on, with no conversion step."""
+    from raysparse.config import load_config
+    from raysparse.data import load_source
+    from raysparse.mining import mine, read_triples
+    from raysparse.train import train_single_process
+
+    data = _subset(klue, 40)
+    report = generate_queries(
+        data, _cfg(server, api="openai"), tmp_path / "gen", ray=False, show_progress=False
+    )
+    assert report.queries_kept > 0
+    tiny = [
+        "model.vocab_size=1500",
+        "model.hidden_size=32",
+        "model.num_layers=1",
+        "model.num_heads=2",
+        "model.intermediate_size=64",
+        "model.max_query_length=16",
+        "model.max_doc_length=48",
+    ]
+    cfg = load_config(
+        None,
+        [
+            "data.format=beir",
+            f"data.path={tmp_path / 'gen' / 'beir'}",
+            "mining.num_hard_negatives=3",
+            "mining.num_random_negatives=1",
+            "train.max_steps=2",
+            "train.batch_size=4",
+            "train.eval_every=2",
+            "train.checkpoint_every=2",
+            *tiny,
+        ],
+    )
+    generated = load_source(cfg.data)
+    assert generated.queries.num_rows == report.queries_kept and generated.corpus.num_rows == 40
+    mined = mine(generated, cfg.mining, tmp_path / "mined", ray=False, show_progress=False)
+    triples = read_triples(tmp_path / "mined")
+    assert mined.queries_mined == triples.num_rows == report.queries_kept
+    qrels = generated.qrels
+    sources = dict(zip(qrels.column("query_id").to_pylist(), qrels.column("doc_id").to_pylist(), strict=True))
+    for row in triples.select(["query_id", "positive_ids", "negative_ids"]).to_pylist():
+        assert row["positive_ids"] == [sources[row["query_id"]]] and row["negative_ids"]
+        assert sources[row["query_id"]] not in row["negative_ids"]
+
+    result = train_single_process(cfg, mined.output, generated, tmp_path / "train")  # triples.parquet as is
+    assert [h["step"] for h in result.history] == [1, 2]
+    assert (result.model_dir / "config.json").is_file()
+
+    # the round trip can use the model just trained instead of BM25
+    rows = pq.read_table(tmp_path / "gen" / "generations.parquet")
+    gen_cfg = _cfg(server, round_trip="model", round_trip_model=str(result.model_dir), round_trip_k=10)
+    verdicts, freport = apply_filters(
+        rows.column("doc_id").to_pylist()[:10], rows.column("queries").to_pylist()[:10], data.corpus, gen_cfg
+    )
+    assert freport.generated == sum(len(v) for v in verdicts) and freport.kept > 0
+    assert freport.kept + sum(freport.dropped.values()) == freport.generated
