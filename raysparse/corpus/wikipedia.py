@@ -35,13 +35,14 @@ from pathlib import Path
 from typing import IO, Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from raysparse.config import CorpusConfig
 from raysparse.corpus.wikitext import CLEANER_VERSION, clean_wikitext, split_passages
 from raysparse.data.common import detect_lang, get_field, normalize_text, parse_date
 from raysparse.data.errors import DataFormatError
-from raysparse.schemas import CORPUS, ReadReport
+from raysparse.schemas import CORPUS, QRELS, QUERIES, ReadReport, RetrievalData
 
 log = logging.getLogger("raysparse.corpus")
 
@@ -595,3 +596,26 @@ def read_passages(path: str | Path) -> pa.Table:
     if table.schema.names[: len(CORPUS)] != CORPUS.names:
         raise DataFormatError(f"{path}: not a passages file (columns {table.schema.names})")
     return table.cast(PASSAGES)
+
+
+def title_queries(passages: pa.Table) -> RetrievalData:
+    """Weak supervision for a first run: each page title is a query judged against the page's first passage.
+
+    Titles are short and appear in their page, so BM25 finds them easily: use these pairs to check the flow into
+    mining/training, and synthetic queries (``raysparse generate-queries``) for a model worth shipping.
+    """
+    first = passages.filter(pc.equal(passages["passage_no"], 0))
+    titles = first["title"].to_pylist()
+    ids = first["doc_id"].to_pylist()
+    queries = [
+        {"query_id": f"title-{doc_id.rsplit('-', 1)[0]}", "text": title, "lang": detect_lang(title)}
+        for doc_id, title in zip(ids, titles, strict=True)
+        if title
+    ]
+    qrels = [{"query_id": q["query_id"], "doc_id": f"{q['query_id'][6:]}-0", "score": 1} for q in queries]
+    return RetrievalData(
+        passages.select(CORPUS.names).cast(CORPUS),
+        pa.Table.from_pylist(queries, schema=QUERIES),
+        pa.Table.from_pylist(qrels, schema=QRELS),
+        [ReadReport("title queries", read=len(queries))],
+    )
