@@ -17,6 +17,9 @@ question shared by every document (cross-document duplicate, usually not retriev
 ratio), a repeat (duplicate within the document) and a two-character one (length); the format (fenced JSON list,
 numbered lines with a preamble, bullets) depends on the document.
 
+``latency`` makes every generation take that long; ``max_in_flight`` records the most requests served at once
+(how the tests check that ``generate.concurrency`` bounds the requests in flight).
+
 Faults (``add_fault``), each for the next ``times`` matching requests (``None`` = always), optionally only for prompts
 containing ``match``: ``429`` (with ``Retry-After``), ``500``, ``delay`` (sleep past the client's read timeout),
 ``malformed`` (a body / stream line that is not JSON), ``truncate`` (the connection closes mid-body / before the end
@@ -89,9 +92,12 @@ class Fault:
 class LLMServer:
     """Start with ``with LLMServer() as server:``; ``server.url`` is the root (``http://127.0.0.1:PORT``)."""
 
-    def __init__(self, model: str = "test-ko-llm", api_key: str | None = None) -> None:
+    def __init__(self, model: str = "test-ko-llm", api_key: str | None = None, latency: float = 0.0) -> None:
         self.model = model
         self.api_key = api_key
+        self.latency = latency  # seconds each generation takes (a model's time to answer)
+        self.in_flight = 0
+        self.max_in_flight = 0  # the most generation requests served at the same time
         self.faults: list[Fault] = []
         self.requests: list[dict[str, Any]] = []
         self._lock = threading.Lock()
@@ -286,10 +292,14 @@ class _Handler(BaseHTTPRequestHandler):
             "request": req,
             "status": 200,
         }
-        self.owner.log(
-            entry
-        )  # logged before the reply goes out: a client never sees a reply that is not logged
+        # logged before the reply goes out: a client never sees a reply that is not logged
+        self.owner.log(entry)
+        with self.owner._lock:
+            self.owner.in_flight += 1
+            self.owner.max_in_flight = max(self.owner.max_in_flight, self.owner.in_flight)
         try:
+            if self.owner.latency:
+                time.sleep(self.owner.latency)
             if fault is not None and fault.kind in ("429", "500"):
                 status = entry["status"] = int(fault.kind)
                 headers = {"Retry-After": fault.retry_after} if status == 429 and fault.retry_after else None
@@ -309,6 +319,9 @@ class _Handler(BaseHTTPRequestHandler):
                 self._whole(content, openai, kind)
         except (BrokenPipeError, ConnectionResetError):
             entry["status"] = -1  # the client gave up (timeout) before the reply
+        finally:
+            with self.owner._lock:
+                self.owner.in_flight -= 1
 
     # -- replies ----------------------------------------------------------------------------------------------
     def _whole(self, content: str, openai: bool, fault: str | None) -> None:

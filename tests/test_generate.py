@@ -328,6 +328,20 @@ def test_generate_queries_end_to_end_in_process(server, klue, tmp_path):
     }
 
 
+def test_concurrency_bounds_requests_in_flight(klue, tmp_path):
+    data = _subset(klue, 9)
+    with LLMServer(model=MODEL, latency=0.15) as slow_server:  # every reply takes 0.15 s, like a model
+        for concurrency in (1, 3):
+            slow_server.max_in_flight = 0
+            cfg = _cfg(slow_server, concurrency=concurrency, batch_size=1, round_trip="none")
+            report = generate_queries(data, cfg, tmp_path / str(concurrency), ray=False, show_progress=False)
+            assert report.docs_with_reply == 9
+            if concurrency == 1:
+                assert slow_server.max_in_flight == 1
+            else:
+                assert 1 < slow_server.max_in_flight <= concurrency
+
+
 def _ok_ids(raw: pa.Table) -> list[str]:
     """doc ids of the rows that hold a reply (failed requests are rows too, with ``error`` set)."""
     return [
@@ -378,6 +392,7 @@ def test_ray_data_path_matches_in_process_and_resumes(ray_local, server, klue, t
     again = _requested_docs(server)[n:]
     assert sorted(again) == sorted(t for d, t in zip(ids, texts, strict=True) if d not in done_first)
     assert sorted(_ok_ids(read_raw(tmp_path / "ray" / "raw"))) == sorted(ids)  # each exactly once
+    assert 1 <= server.max_in_flight <= cfg.concurrency  # one request per actor at a time
 
     local = generate_queries(data, cfg, tmp_path / "local", ray=False, show_progress=False)
     a = pq.read_table(tmp_path / "ray" / "generations.parquet").select(
