@@ -346,3 +346,68 @@ def test_passages_flow_into_mining_and_training(dump, tmp_path, shared_data):
     )
     result = train_single_process(tcfg, report.output, None, tmp_path / "train", backbone_dir=backbone)
     assert [h["step"] for h in result.history] == [1, 2] and Path(result.model_dir).is_dir()
+
+
+def test_cli_wikipedia_cached_rerun_and_mine_on_title_queries(dump, tmp_path, capsys):
+    """``raysparse corpus wikipedia`` (no Ray) twice: the second run is a cache hit; its BEIR output mines as is."""
+    from raysparse.cli import main
+
+    args = [
+        "corpus",
+        "wikipedia",
+        *map(str, dump["shards"]),
+        "--cache-dir",
+        str(tmp_path / "cache"),
+        "--checksums",
+        str(dump["sums"]),
+        "--max-chars",
+        "400",
+        "--min-chars",
+        "20",
+        "--no-ray",
+        "--out",
+        str(tmp_path / "out"),
+        "--title-queries",
+    ]
+    assert main(args) == 0
+    first = capsys.readouterr()
+    assert "cached: false" in first.err and "1 page: redirect" in first.err
+    record = json.loads(first.out.strip().splitlines()[-1])
+    assert not record["cached"] and Path(record["cache"]).is_file()
+    build = json.loads((tmp_path / "out" / "build.json").read_text())
+    assert build["passages"] == pq.read_metadata(tmp_path / "out" / "passages.parquet").num_rows
+    assert main(args) == 0
+    second = capsys.readouterr()
+    assert (
+        "cached: true" in second.err
+        and json.loads(second.out.strip().splitlines()[-1])["key"] == record["key"]
+    )
+
+    beir = tmp_path / "out" / "beir"
+    assert (
+        main(
+            [
+                "mine",
+                "--beir",
+                str(beir),
+                "--no-ray",
+                "--out",
+                str(tmp_path / "mined"),
+                "--hard",
+                "2",
+                "--random",
+                "1",
+                "--top-k",
+                "10",
+            ]
+        )
+        == 0
+    )
+    triples = pq.read_table(tmp_path / "mined" / "triples.parquet")
+    assert triples.num_rows == 10  # one title query per kept page
+    assert all(p[0].endswith("-0") for p in triples["positive_ids"].to_pylist())
+
+    bad = tmp_path / "bad.xml"
+    bad.write_text("<mediawiki><page><title>x</title>")
+    assert main(["corpus", "wikipedia", str(bad), "--no-ray", "--cache-dir", str(tmp_path / "c2")]) == 1
+    assert "bad.xml: malformed XML" in capsys.readouterr().err
