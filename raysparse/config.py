@@ -208,7 +208,7 @@ class CorpusConfig(_Section):
             "See also", "References", "External links", "Further reading", "Notes", "Bibliography",
         ]
     )
-    lang: str | None = None  # passage language; None = detected per passage (raysparse.data.detect_lang)
+    lang: str | None = None  # passage language; None = the dump's xml:lang, else detected per passage
     num_workers: int | None = Field(default=None, ge=1)  # Ray Data concurrency over shards; None = one per shard
 
 

@@ -192,10 +192,21 @@ class Page:
     redirect: bool = False
     date: datetime | None = None
     markup: bool = True
+    lang: str | None = None  # the wiki's language (<mediawiki xml:lang="ko">) when the input says it
 
 
 def _local(tag: str) -> str:
     return tag.rsplit("}", 1)[-1]
+
+
+def _timestamp(value: str | None, where: str) -> datetime | None:
+    """MediaWiki's ``2024-01-01T12:00:00Z`` -> naive UTC; the general parser only for other spellings."""
+    if value and value.endswith("Z"):
+        try:
+            return datetime.fromisoformat(value[:-1])
+        except ValueError:
+            pass
+    return parse_date(value, where, "timestamp")
 
 
 def iter_xml_pages(path: Path) -> Iterator[Page]:
@@ -209,6 +220,7 @@ def iter_xml_pages(path: Path) -> Iterator[Page]:
         with _open_binary(path) as fh:
             context = ET.iterparse(fh, events=("start", "end"))
             root = None
+            lang = None
             for event, elem in context:
                 if root is None:
                     root = elem
@@ -216,6 +228,7 @@ def iter_xml_pages(path: Path) -> Iterator[Page]:
                         raise DataFormatError(
                             f"{path}: root element is <{_local(root.tag)}>, not <mediawiki>"
                         )
+                    lang = root.attrib.get("{http://www.w3.org/XML/1998/namespace}lang") or None
                 if event != "end" or _local(elem.tag) != "page":
                     continue
                 fields: dict[str, Any] = {"redirect": False}
@@ -246,7 +259,8 @@ def iter_xml_pages(path: Path) -> Iterator[Page]:
                     text=fields.get("text", ""),
                     ns=ns,
                     redirect=fields["redirect"],
-                    date=parse_date(fields.get("timestamp"), where, "timestamp"),
+                    date=_timestamp(fields.get("timestamp"), where),
+                    lang=lang,
                 )
                 last = f"page {fields['title']!r} (id {fields['id']})"
                 root.clear()  # drop the pages already read: memory stays flat over a multi-GB dump
@@ -373,7 +387,7 @@ def page_passages(page: Page, cfg: CorpusConfig, report: ReadReport) -> list[dic
                     "title": page.title,
                     "text": text,
                     "date": page.date,
-                    "lang": cfg.lang or detect_lang(text),
+                    "lang": cfg.lang or page.lang or detect_lang(text),
                     "page_id": page.page_id,
                     "passage_no": len(rows),
                     "section": heading or None,
