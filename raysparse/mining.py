@@ -678,7 +678,7 @@ class _MinerActor:
         return triples_table(mine_batch(self.index, batch, self.cfg))
 
 
-PLACEMENT_WAIT_ENV = "RAYSPARSE_PLACEMENT_WAIT_S"  # how long to wait for an autoscaler to add a matching node
+PLACEMENT_WAIT_ENV = "RAYSPARSE_PLACEMENT_WAIT_S"  # seconds to wait for an autoscaler to add a matching node
 
 
 def _nodes_with(resources: Mapping[str, float]) -> list[dict[str, Any]]:
@@ -692,23 +692,16 @@ def _nodes_with(resources: Mapping[str, float]) -> list[dict[str, Any]]:
     ]
 
 
-def _autoscaler_running() -> bool:
-    """True when a Ray autoscaler (``ray up`` cluster.yaml, KubeRay with autoscaling) publishes its status."""
-    from ray._private.ray_constants import DEBUG_AUTOSCALING_STATUS
-    from ray.experimental.internal_kv import _internal_kv_get, _internal_kv_initialized
-
-    return bool(_internal_kv_initialized() and _internal_kv_get(DEBUG_AUTOSCALING_STATUS))
-
-
 def check_placement(
     resources: Mapping[str, float], key: str, wait_s: float | None = None
 ) -> list[dict[str, Any]]:
     """The alive nodes that satisfy ``resources`` (custom Ray resources per worker); raise if there are none.
 
     Ray queues an actor or Train worker whose resources no node has forever (Ray Data and Ray Train only log
-    warnings), so an impossible placement is checked up front. With an autoscaler running, a matching node may
-    still be launched: wait up to ``wait_s`` (default ``$RAYSPARSE_PLACEMENT_WAIT_S`` or 600 s) for one. Without
-    one, fail at once. ``key`` is the config key named in the error (e.g. ``mining.resources``).
+    warnings), so an impossible placement is checked up front. On an autoscaling cluster whose worker groups
+    start at zero nodes (cluster.yaml, deploy/kuberay), a matching node appears only once work asks for it: there
+    ``wait_s`` (default ``$RAYSPARSE_PLACEMENT_WAIT_S``, else 0) seconds are granted, during which the request is
+    passed to the autoscaler (``request_resources``). ``key`` is the config key named in the error.
     """
     import os
 
@@ -717,25 +710,30 @@ def check_placement(
     if not resources:
         return [n for n in ray.nodes() if n.get("Alive")]
     nodes = _nodes_with(resources)
-    if not nodes and _autoscaler_running():
-        limit = float(os.environ.get(PLACEMENT_WAIT_ENV, 600)) if wait_s is None else wait_s
-        deadline = time.monotonic() + limit
+    limit = float(os.environ.get(PLACEMENT_WAIT_ENV, 0) or 0) if wait_s is None else wait_s
+    if not nodes and limit > 0:
+        from ray.autoscaler.sdk import request_resources
+
         log.info(
-            "%s=%s: no node has these resources yet; waiting up to %.0f s for the autoscaler",
+            "%s=%s: no node offers these yet; asking the autoscaler, waiting up to %.0f s",
             key,
             resources,
             limit,
         )
+        request_resources(bundles=[dict(resources)])
+        deadline = time.monotonic() + limit
         while not nodes and time.monotonic() < deadline:
             time.sleep(5.0)
             nodes = _nodes_with(resources)
+        request_resources(bundles=[])  # the actors / workers hold the node from here on
     if not nodes:
         totals = ray.cluster_resources()
         have = {k: totals.get(k, 0.0) for k in resources}
         raise ValueError(
-            f"{key}={dict(resources)}: no alive Ray node offers these resources per worker (cluster totals: {have}); "
-            f"start nodes with e.g. `ray start --resources='{json.dumps(dict(resources))}'` (cluster.yaml / KubeRay "
-            f"rayStartParams) or change {key}"
+            f"{key}={dict(resources)}: no alive Ray node offers these resources per worker (cluster totals: "
+            f"{have}); start nodes with them (`ray start --resources='{json.dumps(dict(resources))}'`, "
+            f"cluster.yaml resources, KubeRay rayStartParams), set {PLACEMENT_WAIT_ENV} to wait for an autoscaler "
+            f"to add one, or change {key}"
         )
     return nodes
 

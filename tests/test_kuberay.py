@@ -1,0 +1,108 @@
+"""deploy/kuberay/*.yaml, checked offline (no Kubernetes here): structure of the ray.io/v1 RayCluster and RayJob,
+worker-group resources consistent with cluster.yaml and the placement config, and a RayJob entrypoint that runs
+jobs/pipeline.py with options the real CLI parser accepts."""
+
+from __future__ import annotations
+
+import json
+import shlex
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+KUBERAY = ROOT / "deploy" / "kuberay"
+
+
+def _load(name: str) -> dict:
+    docs = [d for d in yaml.safe_load_all((KUBERAY / name).read_text()) if d is not None]
+    assert len(docs) == 1, f"{name}: expected one YAML document, got {len(docs)}"
+    return docs[0]
+
+
+def start_resources(params: dict) -> dict[str, float]:
+    """KubeRay's ``rayStartParams.resources`` is a JSON object wrapped in one more pair of quotes."""
+    raw = params.get("resources")
+    if raw is None:
+        return {}
+    raw = raw.strip()
+    if raw.startswith('"') and raw.endswith('"'):
+        raw = raw[1:-1].replace('\\"', '"')
+    return {k: float(v) for k, v in json.loads(raw).items()}
+
+
+def _groups(cluster: dict) -> dict[str, dict]:
+    return {g["groupName"]: g for g in cluster["spec"]["workerGroupSpecs"]}
+
+
+def _entrypoint_args(job: dict) -> list[str]:
+    args = shlex.split(job["spec"]["entrypoint"])
+    assert args[:2] == ["python", "jobs/pipeline.py"], args
+    return args[2:]
+
+
+def test_raycluster_structure_and_pools():
+    cluster = _load("raycluster.yaml")
+    assert cluster["apiVersion"] == "ray.io/v1" and cluster["kind"] == "RayCluster"
+    spec = cluster["spec"]
+    head = spec["headGroupSpec"]
+    assert head["rayStartParams"]["num-cpus"] == "0"  # like cluster.yaml's head: no tasks next to the GCS
+    assert head["template"]["spec"]["containers"][0]["image"]
+    groups = _groups(cluster)
+    assert set(groups) == {"cpu-workers", "gpu-workers"}
+    for g in groups.values():
+        assert 0 <= g["minReplicas"] <= g["replicas"] <= g["maxReplicas"]
+        for params_value in g["rayStartParams"].values():
+            assert isinstance(params_value, str), "rayStartParams values must be strings for KubeRay"
+        assert g["template"]["spec"]["containers"]
+    cpu, gpu = groups["cpu-workers"], groups["gpu-workers"]
+    assert start_resources(cpu["rayStartParams"]) == {"cpu_pool": 16.0}
+    assert start_resources(gpu["rayStartParams"]) == {"gpu_pool": 1.0}
+    assert gpu["rayStartParams"]["num-gpus"] == "1"
+    gpu_limits = gpu["template"]["spec"]["containers"][0]["resources"]["limits"]
+    assert gpu_limits["nvidia.com/gpu"] == "1"
+    assert "nvidia.com/gpu" not in cpu["template"]["spec"]["containers"][0]["resources"]["limits"]
+    # the pod's CPU limit matches what the raylet advertises (else Ray over-schedules the pod)
+    for g in (cpu, gpu):
+        limits = g["template"]["spec"]["containers"][0]["resources"]["limits"]
+        assert float(limits["cpu"]) == float(g["rayStartParams"]["num-cpus"])
+
+
+def test_pools_match_cluster_yaml():
+    """The same custom resources, per node, as the AWS cluster.yaml (one placement config serves both)."""
+    aws = yaml.safe_load((ROOT / "cluster.yaml").read_text())["available_node_types"]
+    groups = _groups(_load("raycluster.yaml"))
+    assert start_resources(groups["cpu-workers"]["rayStartParams"]) == {
+        k: float(v) for k, v in aws["cpu_worker"]["resources"].items()
+    }
+    assert start_resources(groups["gpu-workers"]["rayStartParams"]) == {
+        k: float(v) for k, v in aws["gpu_worker"]["resources"].items()
+    }
+    assert groups["cpu-workers"]["maxReplicas"] == aws["cpu_worker"]["max_workers"]
+    assert groups["gpu-workers"]["maxReplicas"] == aws["gpu_worker"]["max_workers"]
+
+
+def test_rayjob_runs_the_pipeline_with_a_placement_the_cluster_can_satisfy():
+    from raysparse.cli import build_parser, config_from_args
+
+    job = _load("rayjob.yaml")
+    cluster = _load("raycluster.yaml")
+    assert job["apiVersion"] == "ray.io/v1" and job["kind"] == "RayJob"
+    spec = job["spec"]
+    assert spec["clusterSelector"] == {"ray.io/cluster": cluster["metadata"]["name"]}
+    runtime_env = yaml.safe_load(spec["runtimeEnvYAML"])
+    assert float(runtime_env["env_vars"]["RAYSPARSE_PLACEMENT_WAIT_S"]) > 0  # worker groups start at 0 pods
+
+    # jobs/pipeline.py is `raysparse run`: its options parse with the real CLI into a config with the placement
+    args = build_parser().parse_args(["run", *_entrypoint_args(job)])
+    cfg = config_from_args(args)
+    assert cfg.train.use_gpu and cfg.train.resources == {"gpu_pool": 1.0}
+    assert cfg.mining.resources == {"cpu_pool": 1.0}
+    # every requested pool exists on some worker group, with at least the amount one worker needs
+    offered = [start_resources(g["rayStartParams"]) for g in cluster["spec"]["workerGroupSpecs"]]
+    for wanted in (cfg.train.resources, cfg.mining.resources):
+        assert any(all(o.get(k, 0.0) >= v for k, v in wanted.items()) for o in offered), wanted
+    # training workers want a GPU each: the gpu_pool group has one per pod, and enough pods for the workers
+    gpu = _groups(cluster)["gpu-workers"]
+    assert cfg.train.num_workers <= gpu["maxReplicas"] * int(gpu["rayStartParams"]["num-gpus"])
+    assert (ROOT / "jobs" / "pipeline.py").is_file()
