@@ -592,6 +592,27 @@ def run_discovery(
 LOOP_METRICS = ("ndcg@10", "mrr@10", "recall@100")
 
 
+def paired_permutation_test(
+    a: Sequence[float], b: Sequence[float], samples: int = 10000, seed: int = 0
+) -> float:
+    """Two-sided p-value of ``mean(b - a) != 0`` by random sign flips of the paired differences (seeded).
+
+    The usual significance test for two retrieval systems on the same queries (Smucker et al., 2007): under the
+    null hypothesis each per-query difference is as likely to have the other sign.
+    """
+    diff = np.asarray(b, dtype=np.float64) - np.asarray(a, dtype=np.float64)
+    if diff.size == 0:
+        raise ValueError("paired_permutation_test needs at least one pair")
+    observed = abs(diff.mean())
+    if observed == 0.0:
+        return 1.0
+    rng = np.random.default_rng(seed)
+    signs = rng.choice(np.array([-1.0, 1.0]), size=(samples, diff.size))
+    null = np.abs((signs * diff).mean(axis=1))
+    # +1 in numerator and denominator: the observed assignment is one of the permutations (never p = 0)
+    return float((np.sum(null >= observed - 1e-12) + 1) / (samples + 1))
+
+
 def run_loop(
     cfg: Any,
     out_dir: str | Path,
@@ -608,22 +629,39 @@ def run_loop(
        code-switched queries and cross-lingual term pairs all see them), in OUT/discovered. When the baseline built
        a local backbone, this arm starts from that same backbone directory (same tokenizer, same initial weights),
        so the dictionary is the only difference.
-    4. Both trained models are evaluated on every BEIR directory in ``dev_dirs``; OUT/loop_results.json and
-       OUT/loop_results.md hold the table. Every step is cached by the pipeline's stage hashes.
+    4. Both trained models, and both untrained backbones with their translation priors (the dictionary's direct
+       effect, without training noise), on every BEIR directory in ``dev_dirs``, with a paired permutation test
+       on per-query nDCG@10; OUT/loop_results.json and OUT/loop_results.md hold the tables.
+
+    Pipeline stages and the discovery are cached by content hash, so re-running resumes.
     """
     from raysparse.data import read_beir
     from raysparse.evaluate import evaluate_model, write_metrics
-    from raysparse.pipeline import run_pipeline
+    from raysparse.pipeline import file_digest, run_pipeline, run_stage
 
     out = Path(out_dir).resolve()
-    leaked = cfg.augment.use_shared_glossaries and glossaries
+    leaked = bool(cfg.augment.use_shared_glossaries and glossaries)
     if leaked:
         log.warning("augment.use_shared_glossaries is true: the precision@k glossaries are NOT held aside")
     base_cfg = cfg.model_copy(deep=True, update={"output_dir": str(out / "baseline")})
     base = run_pipeline(base_cfg, force=force)
-    info = {s.name: s.info for s in base.stages}
-    base_model = info["train"]["model_dir"]
-    discovery = run_discovery(base_model, base_cfg, out / "discovery", glossaries)
+    base_info = {s.name: s.info for s in base.stages}
+    base_key = {s.name: s.key for s in base.stages}["train"]
+    base_model = base_info["train"]["model_dir"]
+    parallel = list(cfg.synonyms.parallel_text or cfg.augment.parallel_text)
+    discovery_key = [
+        base_key,
+        cfg.synonyms.model_dump(),
+        [file_digest(p) for p in parallel],
+        [file_digest(g) for g in glossaries],
+    ]
+    discovery = run_stage(
+        "discovery",
+        discovery_key,
+        out / "discovery",
+        lambda d: run_discovery(base_model, base_cfg, d, glossaries),
+        force,
+    ).info
     dictionary = out / "discovery" / "candidates.json"
 
     arm_cfg = cfg.model_copy(deep=True, update={"output_dir": str(out / "discovered")})
@@ -631,14 +669,21 @@ def run_loop(
     if cfg.model.backbone == "local-small":
         arm_cfg.model.backbone = str(out / "baseline" / "backbone" / "mlm")
     arm = run_pipeline(arm_cfg, force=force)
-    arm_model = {s.name: s.info for s in arm.stages}["train"]["model_dir"]
+    arm_info = {s.name: s.info for s in arm.stages}
+    systems = {
+        "baseline": base_model,
+        "discovered": arm_info["train"]["model_dir"],
+        "baseline prior": base_info["backbone"]["backbone_dir"],
+        "discovered prior": arm_info["backbone"]["backbone_dir"],
+    }
 
     table: dict[str, dict[str, dict[str, float]]] = {}
+    paired: dict[str, dict[str, dict[str, float]]] = {}
     for dev in dev_dirs:
         data = read_beir(dev)
         name = Path(dev).name
-        table[name] = {}
-        for arm_name, model_dir in (("baseline", base_model), ("discovered", arm_model)):
+        table[name], per_query = {}, {}
+        for system, model_dir in systems.items():
             result = evaluate_model(
                 model_dir,
                 data,
@@ -646,39 +691,63 @@ def run_loop(
                 max_query_length=cfg.model.max_query_length,
                 max_doc_length=cfg.model.max_doc_length,
             )
-            write_metrics(result, out / "eval" / name / arm_name / "metrics.json")
-            table[name][arm_name] = {k: float(result.metrics[k]) for k in LOOP_METRICS if k in result.metrics}
+            write_metrics(result, out / "eval" / name / system.replace(" ", "-") / "metrics.json")
+            table[name][system] = {k: float(result.metrics[k]) for k in LOOP_METRICS if k in result.metrics}
+            per_query[system] = result.per_query
+        paired[name] = {}
+        for kind, (a, b) in {
+            "trained": ("baseline", "discovered"),
+            "prior": ("baseline prior", "discovered prior"),
+        }.items():
+            qids = sorted(set(per_query[a]) & set(per_query[b]))
+            xa = [per_query[a][q].get("ndcg@10", 0.0) for q in qids]
+            xb = [per_query[b][q].get("ndcg@10", 0.0) for q in qids]
+            paired[name][kind] = {
+                "delta_ndcg@10": float(np.mean(xb) - np.mean(xa)) if qids else 0.0,
+                "p_value": paired_permutation_test(xa, xb) if qids else 1.0,
+                "queries": len(qids),
+            }
     results = {
-        "baseline_model": base_model,
-        "discovered_model": arm_model,
+        "systems": systems,
         "dictionary": str(dictionary),
         "discovered_pairs": discovery["candidates"],
         "glossaries_held_aside": not leaked,
-        "baseline_dictionary_pairs": info["backbone"].get("translation_entries"),
-        "discovered_translation_entries": {s.name: s.info for s in arm.stages}["backbone"].get(
-            "translation_entries"
-        ),
+        "baseline_translation_entries": base_info["backbone"].get("translation_entries"),
+        "discovered_translation_entries": arm_info["backbone"].get("translation_entries"),
         "dev": table,
+        "paired": paired,
         "precision": discovery.get("precision", {}),
     }
     (out / "loop_results.json").write_text(
         json.dumps(results, indent=2, ensure_ascii=False), encoding="utf-8"
     )
-    (out / "loop_results.md").write_text(loop_table(table) + "\n", encoding="utf-8")
+    (out / "loop_results.md").write_text(loop_table(table, paired) + "\n", encoding="utf-8")
     return results
 
 
-def loop_table(table: Mapping[str, Mapping[str, Mapping[str, float]]]) -> str:
-    """Markdown: one row per dev set, baseline vs discovered for each metric and the nDCG@10 difference."""
+def loop_table(
+    table: Mapping[str, Mapping[str, Mapping[str, float]]],
+    paired: Mapping[str, Mapping[str, Mapping[str, float]]] | None = None,
+) -> str:
+    """Markdown: per dev set, trained and prior-only rows, baseline vs +discovered, nDCG@10 difference and p."""
     lines = [
-        "| dev set | "
+        "| dev set | system | "
         + " | ".join(f"{m} baseline | {m} +discovered" for m in LOOP_METRICS)
-        + " | Δ nDCG@10 |",
-        "|---" * (2 * len(LOOP_METRICS) + 2) + "|",
+        + " | Δ nDCG@10 | p (paired) |",
+        "|---" * (2 * len(LOOP_METRICS) + 4) + "|",
     ]
+    nan = float("nan")
     for name, arms in table.items():
-        b, d = arms.get("baseline", {}), arms.get("discovered", {})
-        cells = [f"{b.get(m, float('nan')):.4f} | {d.get(m, float('nan')):.4f}" for m in LOOP_METRICS]
-        delta = d.get("ndcg@10", float("nan")) - b.get("ndcg@10", float("nan"))
-        lines.append(f"| {name} | " + " | ".join(cells) + f" | {delta:+.4f} |")
+        for kind, (a, b) in (
+            ("trained", ("baseline", "discovered")),
+            ("prior", ("baseline prior", "discovered prior")),
+        ):
+            if a not in arms:
+                continue
+            x, y = arms.get(a, {}), arms.get(b, {})
+            cells = [f"{x.get(m, nan):.4f} | {y.get(m, nan):.4f}" for m in LOOP_METRICS]
+            delta = y.get("ndcg@10", nan) - x.get("ndcg@10", nan)
+            p = (paired or {}).get(name, {}).get(kind, {}).get("p_value")
+            p_text = "–" if p is None else f"{p:.3f}"
+            lines.append(f"| {name} | {kind} | " + " | ".join(cells) + f" | {delta:+.4f} | {p_text} |")
     return "\n".join(lines)

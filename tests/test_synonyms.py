@@ -25,6 +25,8 @@ from raysparse.synonyms import (
     embedding_neighbours,
     english_words,
     load_sentence_pairs,
+    loop_table,
+    paired_permutation_test,
     precision_at_k,
     read_candidates,
     write_dictionary,
@@ -294,3 +296,33 @@ def test_cli_help(capsys):
         assert f"usage: raysparse synonyms {action}" in capsys.readouterr().out
     assert main(["synonyms"]) == 2
     assert "discover" in capsys.readouterr().out
+
+
+def test_paired_permutation_test_hand_made():
+    same = [0.1, 0.5, 0.3, 0.9]
+    assert paired_permutation_test(same, same) == 1.0
+    # 30 queries all improved by 0.2: every sign flip lowers |mean|, p is ~1/(samples+1)
+    a = [0.1 * (i % 5) for i in range(30)]
+    b = [x + 0.2 for x in a]
+    assert paired_permutation_test(a, b, samples=2000) < 0.001
+    # symmetric +-0.2 changes: no evidence of a difference
+    c = [x + (0.2 if i % 2 else -0.2) for i, x in enumerate(a)]
+    assert paired_permutation_test(a, c, samples=2000) == 1.0
+    with pytest.raises(ValueError):
+        paired_permutation_test([], [])
+
+
+def test_loop_table_rows():
+    table = {
+        "msmarco-en-ko": {
+            "baseline": {"ndcg@10": 0.30, "mrr@10": 0.2, "recall@100": 0.7},
+            "discovered": {"ndcg@10": 0.35, "mrr@10": 0.25, "recall@100": 0.75},
+            "baseline prior": {"ndcg@10": 0.20, "mrr@10": 0.1, "recall@100": 0.6},
+            "discovered prior": {"ndcg@10": 0.10, "mrr@10": 0.1, "recall@100": 0.6},
+        }
+    }
+    paired = {"msmarco-en-ko": {"trained": {"p_value": 0.04}, "prior": {"p_value": 0.5}}}
+    rows = loop_table(table, paired).splitlines()
+    assert len(rows) == 4
+    assert rows[2].startswith("| msmarco-en-ko | trained |") and rows[2].endswith("| +0.0500 | 0.040 |")
+    assert rows[3].endswith("| -0.1000 | 0.500 |")

@@ -38,7 +38,7 @@ def main() -> int:
     command = (args.out / "command.txt").read_text().strip() if (args.out / "command.txt").is_file() else "?"
     print("# Synonym discovery: measured results\n")
     print(
-        f"Machine: {os.cpu_count()} CPU cores ({_cpu_model()}), shared with other jobs; {seconds} for the loop.\n"
+        f"Machine: {os.cpu_count()} CPU cores ({_cpu_model()}), shared with other jobs; wall clock {seconds}.\n"
     )
     print(f"Command (benchmarks/synonyms/run.sh): `{command}`\n")
     print(
@@ -72,10 +72,10 @@ def main() -> int:
         )
     print("## Closed loop: baseline dictionary vs + discovered pairs\n")
     print(
-        f"Translation-table entries: baseline {loop['baseline_dictionary_pairs']}, with discovered pairs "
+        f"Translation-table entries: baseline {loop['baseline_translation_entries']}, with discovered pairs "
         f"{loop['discovered_translation_entries']}; {loop['discovered_pairs']} discovered pairs added.\n"
     )
-    print(loop_table(loop["dev"]))
+    print(loop_table(loop["dev"], loop.get("paired")))
     print("\n## Examples (first emitted pairs)\n")
     print("| korean | english | score | activation | coactivation | embedding |\n|---|---|---|---|---|---|")
     for e in disc["examples"]:

@@ -154,5 +154,5 @@ def run_loop(args: argparse.Namespace) -> int:
         print("raysparse synonyms loop: give at least one --dev BEIR directory", file=sys.stderr)
         return 2
     result = loop(cfg, args.out, args.dev, args.glossary, force=args.force)
-    print(loop_table(result["dev"]))
+    print(loop_table(result["dev"], result["paired"]))
     return 0
