@@ -25,7 +25,12 @@ def test_cluster_yaml_validates_against_ray_schema():
     assert set(types) == {"head", "cpu_worker", "gpu_worker"}
     # autoscaling bounds and placement resources the jobs rely on
     assert types["gpu_worker"]["min_workers"] == 0 and types["gpu_worker"]["max_workers"] >= 1
-    assert "cpu_pool" in types["cpu_worker"]["resources"]
+    # placement pools (mining.resources / train.resources): each on its own node type only
+    assert types["cpu_worker"]["resources"]["cpu_pool"] >= 1 and "gpu_pool" not in types["cpu_worker"]["resources"]
+    assert types["gpu_worker"]["resources"]["gpu_pool"] >= 1 and "cpu_pool" not in types["gpu_worker"]["resources"]
+    assert not {"cpu_pool", "gpu_pool"} & set(types["head"]["resources"])
+    # pools start at 0 nodes, so job drivers on the head must be allowed to wait for the autoscaler
+    assert any("RAYSPARSE_PLACEMENT_WAIT_S=" in c for c in prepared["head_start_ray_commands"])
     assert prepared["idle_timeout_minutes"] > 0
     assert any("scripts/install.sh" in c for c in prepared["setup_commands"])
 
