@@ -99,6 +99,7 @@ def mine_on(nodes: int, data: Any, index: Any, cfg: Any, work: Path) -> dict[str
     """One mining run on a fresh ``nodes``-node cluster; q/s of the mining phase and the per-node batch counts."""
     log_dir = work / f"log-{nodes}"
     log_dir.mkdir(parents=True)
+    load = os.getloadavg()[0]
     t0 = time.perf_counter()
     cluster, worker_ids = start_cluster(nodes, log_dir)
     startup_s = time.perf_counter() - t0
@@ -121,6 +122,7 @@ def mine_on(nodes: int, data: Any, index: Any, cfg: Any, work: Path) -> dict[str
     )
     return {
         "nodes": nodes,
+        "load": load,
         "qps": report.queries_per_second,
         "mining_s": report.timings["mining"],
         "queries": report.queries_mined,
@@ -158,6 +160,7 @@ def train_on(
         ],
     )
     cluster, _ = start_cluster(nodes, work)
+    load = os.getloadavg()[0]
     t0 = time.perf_counter()
     try:
         run_training(cfg, triples, None, out, backbone_dir=backbone)
@@ -176,6 +179,7 @@ def train_on(
     return {
         "nodes": nodes,
         "workers": workers,
+        "load": load,
         "step_s": median,
         "steps_per_s": 1.0 / median,
         "queries_per_s": workers * batch / median,
@@ -230,6 +234,9 @@ def main() -> None:
         "--train-steps", type=int, default=8, help="training steps per run (0 skips training)"
     )
     parser.add_argument("--train-batch", type=int, default=8, help="queries per training worker per step")
+    parser.add_argument(
+        "--note", default="", help="a sentence for the caveat, e.g. what else ran on the machine"
+    )
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "scaling.md"))
     args = parser.parse_args()
 
@@ -247,12 +254,20 @@ def main() -> None:
     train_rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="raysparse-scaling-") as tmp:
         work = Path(tmp)
-        for nodes in range(1, args.max_nodes + 1):
-            runs = [mine_on(nodes, data, index, cfg, work / f"m{nodes}-{r}") for r in range(args.repeats)]
-            best = max(runs, key=lambda r: r["qps"])
-            best["all_qps"] = [r["qps"] for r in runs]
+        # repeats interleaved (1, 2, .., N, 1, 2, .., N): a load change on the machine hits every node count alike
+        runs: dict[int, list[dict[str, Any]]] = {n: [] for n in range(1, args.max_nodes + 1)}
+        for r in range(args.repeats):
+            for nodes in runs:
+                runs[nodes].append(mine_on(nodes, data, index, cfg, work / f"m{nodes}-{r}"))
+                last = runs[nodes][-1]
+                print(
+                    f"{nodes} node(s): {last['qps']:,.0f} q/s, batches per node {last['batches']}", flush=True
+                )
+        for done in runs.values():
+            best = max(done, key=lambda r: r["qps"])
+            best["all_qps"] = [r["qps"] for r in done]
+            best["all_load"] = [r["load"] for r in done]
             mining_rows.append(best)
-            print(f"{nodes} node(s): {best['qps']:,.0f} q/s, batches per node {best['batches']}", flush=True)
 
         if args.train_steps > 0:
             from raysparse.backbone import build_local_backbone
@@ -276,15 +291,16 @@ def main() -> None:
     lines = [
         "# Scaling on a simulated multi-node cluster",
         "",
-        '**Caveat: every "node" below is a Ray node process on one 2-core VM, and five other engineers\' jobs '
-        "(tests, benchmarks, their own Ray clusters) were using the same 2 cores while this ran** (load average "
-        f"{load_start[0]:.2f} at the start, {load_end[0]:.2f} at the end). Adding a node adds a raylet and an actor, "
-        "not CPU, so throughput cannot scale linearly here: the table measures the overhead of more nodes and "
-        "shows that the work spreads over them. On a real cluster each node brings its own cores.",
+        f'**Caveat: every "node" below is a Ray node process on one {os.cpu_count()}-core machine.** Adding a '
+        "node adds a raylet and an actor, not CPU, so throughput cannot scale linearly here: the table measures "
+        "the overhead of more nodes and shows that the work spreads over them. On a real cluster each node brings "
+        f"its own cores. Load average {load_start[0]:.2f} at the start, {load_end[0]:.2f} at the end (per run "
+        f"below). {args.note}".rstrip(),
         "",
         f"Command: `python benchmarks/scaling.py --docs {args.docs} --queries {args.queries} "
         f"--max-nodes {args.max_nodes} --batch-size {args.batch_size} --repeats {args.repeats} "
-        f"--train-steps {args.train_steps} --train-batch {args.train_batch}`",
+        f"--train-steps {args.train_steps} --train-batch {args.train_batch}"
+        + (f" --note {shlex.quote(args.note)}`" if args.note else "`"),
         "",
         f"`uptime` at start: `{uptime_start}`",
         "",
@@ -295,14 +311,15 @@ def main() -> None:
         f"Data: {data.summary()}; analyzer `{cfg.analyzer}`, top-K {cfg.top_k}, batch {cfg.batch_size}; "
         f"best of {args.repeats} runs per row (all runs listed); mining phase incl. actor start-up, index prebuilt.",
         "",
-        "| nodes | queries/s | vs 1 node | all runs (q/s) | actors per node | batches per node | queries per node "
-        "| cluster start (s) |",
-        "|---|---|---|---|---|---|---|---|",
+        "| nodes | queries/s | vs 1 node | all runs (q/s) | load avg at each run's start | actors per node "
+        "| batches per node | queries per node | cluster start (s) |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in mining_rows:
         lines.append(
             f"| {r['nodes']} | {r['qps']:,.0f} | {r['qps'] / base:.2f} | "
-            f"{', '.join(f'{q:,.0f}' for q in r['all_qps'])} | {_fmt(r['actors'])} | {_fmt(r['batches'])} | "
+            f"{', '.join(f'{q:,.0f}' for q in r['all_qps'])} | {', '.join(f'{x:.1f}' for x in r['all_load'])} | "
+            f"{_fmt(r['actors'])} | {_fmt(r['batches'])} | "
             f"{_fmt(r['rows'])} | {r['cluster_start_s']:.1f} |"
         )
     if train_rows:
@@ -315,20 +332,23 @@ def main() -> None:
             "negative each); step time = median over steps 2..N of each rank's progress records. DeepSpeed on CPU "
             "(gloo); with 2 workers the gradients are all-reduced between the two node processes every step.",
             "",
-            "| nodes | workers | step (s) | steps/s | training queries/s (all workers) | vs 1 worker | run wall (s) |",
-            "|---|---|---|---|---|---|---|",
+            "| nodes | workers | step (s) | steps/s | training queries/s (all workers) | vs 1 worker | run wall (s) "
+            "| load avg at start |",
+            "|---|---|---|---|---|---|---|---|",
         ]
         for r in train_rows:
             lines.append(
                 f"| {r['nodes']} | {r['workers']} | {r['step_s']:.3f} | {r['steps_per_s']:.2f} | "
-                f"{r['queries_per_s']:.1f} | {r['queries_per_s'] / t_base:.2f} | {r['wall_s']:.0f} |"
+                f"{r['queries_per_s']:.1f} | {r['queries_per_s'] / t_base:.2f} | {r['wall_s']:.0f} | "
+                f"{r['load']:.1f} |"
             )
     lines += [
         "",
         "Node labels n1..nN are the worker nodes in the order they were added; the head (0 CPUs) mined nothing. "
         "How to read it: with one core per node and two real cores, 2 nodes is the most that can run in "
         "parallel here; 3 and 4 nodes time-share those cores with each other and with everything else on the "
-        "machine.",
+        "machine. Rows measured at very different load averages (columns above) are not comparable with each other; "
+        "re-run on an idle machine for cleaner ratios.",
     ]
     text = "\n".join(lines) + "\n"
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
