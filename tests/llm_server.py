@@ -294,12 +294,8 @@ class _Handler(BaseHTTPRequestHandler):
         }
         # logged before the reply goes out: a client never sees a reply that is not logged
         self.owner.log(entry)
-        with self.owner._lock:
-            self.owner.in_flight += 1
-            self.owner.max_in_flight = max(self.owner.max_in_flight, self.owner.in_flight)
         try:
-            if self.owner.latency:
-                time.sleep(self.owner.latency)
+            self._generating()
             if fault is not None and fault.kind in ("429", "500"):
                 status = entry["status"] = int(fault.kind)
                 headers = {"Retry-After": fault.retry_after} if status == 429 and fault.retry_after else None
@@ -319,6 +315,15 @@ class _Handler(BaseHTTPRequestHandler):
                 self._whole(content, openai, kind)
         except (BrokenPipeError, ConnectionResetError):
             entry["status"] = -1  # the client gave up (timeout) before the reply
+
+    def _generating(self) -> None:
+        """The model's time to answer; counted in flight only here, so the bytes of a reply already on their way
+        to the client (which may send its next request before this thread returns) never count twice."""
+        with self.owner._lock:
+            self.owner.in_flight += 1
+            self.owner.max_in_flight = max(self.owner.max_in_flight, self.owner.in_flight)
+        try:
+            time.sleep(self.owner.latency)
         finally:
             with self.owner._lock:
                 self.owner.in_flight -= 1
