@@ -104,7 +104,10 @@ def dump(shared_data: Path, tmp_path_factory) -> dict[str, object]:
     shard1 = root / "kowiki-20240101-pages-articles1.xml-p1p5.bz2"
     shard2 = root / "kowiki-20240101-pages-articles2.xml-p6p104.bz2"
     shard1.write_bytes(bz2.compress(dump_xml(xml_pages[:5] + extra[:2]).encode()))
-    shard2.write_bytes(bz2.compress(dump_xml(xml_pages[5:] + extra[2:]).encode()))
+    # shard 2 is multistream like *-pages-articles-multistream.xml.bz2: several bz2 streams split at page boundaries
+    xml2 = dump_xml(xml_pages[5:] + extra[2:])
+    cut = xml2.index("<page>", xml2.index("<page>") + 1)
+    shard2.write_bytes(bz2.compress(xml2[:cut].encode()) + bz2.compress(xml2[cut:].encode()))
     sums = root / "kowiki-20240101-sha1sums.txt"
     sums.write_text(
         "".join(f"{hashlib.sha1(f.read_bytes()).hexdigest()}  {f.name}\n" for f in (shard1, shard2))
