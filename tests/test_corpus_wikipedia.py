@@ -162,6 +162,8 @@ def test_cleaner_keeps_prose_and_drops_markup():
         ("역사", ["조선의 도읍이었다."]),
         ("근대", ["목록 항목"]),
     ]
+    # a line break between words keeps them apart; an unknown template goes, a link inside a label stays text
+    assert clean_wikitext("첫째<br />둘째 {{미분류|x}}[[셋째]]") == [("", ["첫째 둘째 셋째"])]
 
 
 def test_split_passages_respects_max_chars_and_sentences(dump):

@@ -416,13 +416,18 @@ def parse_file(path: str | Path, cfg: CorpusConfig) -> tuple[pa.Table, ReadRepor
     return pa.Table.from_pylist(rows, schema=PASSAGES), report
 
 
-def parse_to_parquet(path: str | Path, cfg: CorpusConfig, out_path: str | Path) -> ReadReport:
+def parse_to_parquet(
+    path: str | Path, cfg: CorpusConfig, out_path: str | Path, show_progress: bool = False
+) -> ReadReport:
     """One input file -> a Parquet file, written in batches (a shard never sits in memory whole)."""
+    from tqdm.auto import tqdm
+
     p = Path(path)
     report = ReadReport(str(p))
     batch: list[dict[str, Any]] = []
+    pages = tqdm(iter_pages(p), desc=p.name, unit="page", disable=not show_progress, leave=False)
     with pq.ParquetWriter(str(out_path), PASSAGES) as writer:
-        for row in iter_file_passages(p, cfg, report):
+        for row in (r for page in pages for r in page_passages(page, cfg, report)):
             batch.append(row)
             if len(batch) >= _WRITE_BATCH:
                 writer.write_table(pa.Table.from_pylist(batch, schema=PASSAGES))
@@ -575,7 +580,7 @@ def _parse_in_process(
     from tqdm.auto import tqdm
 
     return [
-        parse_to_parquet(f, cfg, part)
+        parse_to_parquet(f, cfg, part, show_progress)
         for f, part in tqdm(
             list(zip(files, parts, strict=True)),
             desc="wikipedia shards",

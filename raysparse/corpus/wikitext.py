@@ -17,7 +17,7 @@ import re
 from collections.abc import Iterable
 
 #: Bump when the cleaner's output changes: the Wikipedia cache key includes it, so old caches are not reused.
-CLEANER_VERSION = "1"
+CLEANER_VERSION = "2"
 
 # Inline templates whose last positional argument is prose (language tags, no-wrap spans).
 INLINE_TEMPLATES = {"lang", "llang", "nowrap", "nobr", "small", "big", "ruby", "언어", "괄호"}
@@ -55,6 +55,7 @@ _LINK = re.compile(r"\[\[([^\[\]]*)\]\]")  # innermost internal link
 _EXTERNAL = re.compile(r"\[(?:https?:|ftp:)?//[^\s\]]+(?:\s+([^\]]*))?\]", re.I)
 _BARE_URL = re.compile(r"https?://\S+")
 _QUOTES = re.compile(r"'{2,5}")
+_BR = re.compile(r"<br\s*/?>", re.I)
 _TAG = re.compile(r"</?[A-Za-z][A-Za-z0-9]*(?:\s[^<>]*)?/?>")
 _MAGIC = re.compile(r"__[A-Z]+__")
 _HEADING = re.compile(r"^(={1,6})\s*(.*?)\s*\1\s*$")
@@ -111,6 +112,7 @@ def strip_markup(text: str) -> str:
     text = _EXTERNAL.sub(lambda m: m.group(1) or "", text)
     text = _BARE_URL.sub("", text)
     text = _QUOTES.sub("", text)
+    text = _BR.sub(" ", text)  # a line break separates words: dropping it would glue them together
     text = _TAG.sub("", text)
     text = _MAGIC.sub("", text)
     return html.unescape(text)
