@@ -416,3 +416,26 @@ def test_cli_wikipedia_cached_rerun_and_mine_on_title_queries(dump, tmp_path, ca
     bad.write_text("<mediawiki><page><title>x</title>")
     assert main(["corpus", "wikipedia", str(bad), "--no-ray", "--cache-dir", str(tmp_path / "c2")]) == 1
     assert "bad.xml: malformed XML" in capsys.readouterr().err
+
+
+def test_corpus_help_and_job_entry_point(capsys):
+    import subprocess
+    import sys
+
+    from raysparse.cli import main
+
+    assert main(["corpus"]) == 2
+    assert "corpus wikipedia --help" in capsys.readouterr().out
+    for sub, phrase in (("wikipedia", "Cache:"), ("dated", "--split-at")):
+        with pytest.raises(SystemExit) as exit_info:
+            main(["corpus", sub, "--help"])
+        assert exit_info.value.code == 0 and phrase in capsys.readouterr().out
+    repo = Path(__file__).resolve().parents[1]
+    job = subprocess.run(
+        [sys.executable, str(repo / "jobs" / "corpus.py"), "wikipedia", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert job.returncode == 0 and "usage: raysparse corpus wikipedia" in job.stdout
