@@ -11,6 +11,7 @@ raises :class:`~raysparse.generate.clients.LLMRequestError` naming the document,
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import time
@@ -241,7 +242,7 @@ def _in_process(todo: pa.Table, cfg: Any, client: Any, prompt: PromptTemplate) -
     batches = _batches(todo, cfg.batch_size)
     clients = [client] if client is not None else []
     with ThreadPoolExecutor(max_workers=cfg.concurrency) as pool:
-        # one client per thread (its back-off RNG is not shared); a given client object is shared by all
+        # a client given by the caller is shared by the threads (it holds no connection between requests)
         def work(batch: pa.Table) -> pa.Table:
             c = clients[0] if clients else make_client(cfg)
             return pa.Table.from_pydict(
@@ -267,6 +268,10 @@ def _with_ray(todo: pa.Table, cfg: Any) -> Iterator[pa.Table]:
     from raysparse.ray_utils import init_ray
 
     init_ray()
+    # Requests wait on the server, not on our CPUs, but every actor needs some CPU share: cap the share so that the
+    # whole pool fits the cluster (a pool that cannot be placed would wait forever on a small machine).
+    total = float(ray.cluster_resources().get("CPU", 1.0))
+    cpus = min(cfg.cpus_per_worker, max(0.01, 0.9 * total / cfg.concurrency))
     ds = ray.data.from_arrow(_batches(todo, cfg.batch_size))
     out = ds.map_batches(
         _GenerateActor,
@@ -274,7 +279,7 @@ def _with_ray(todo: pa.Table, cfg: Any) -> Iterator[pa.Table]:
         batch_format="pyarrow",
         compute=ActorPoolStrategy(size=cfg.concurrency),
         fn_constructor_args=(cfg.model_dump(),),
-        num_cpus=cfg.cpus_per_worker,
+        num_cpus=cpus,
     )
     # batch_size=None: each actor's output block as it is produced (streaming, not after the whole dataset)
     yield from out.iter_batches(batch_size=None, batch_format="pyarrow")
@@ -316,7 +321,12 @@ def run_generation(
         cols = [c for c in ("doc_id", "title", "text") if c in corpus.column_names]
         todo = corpus.select(cols).take(pa.array(keep, pa.int64()))
         stream = _with_ray(todo, cfg) if ray else _in_process(todo, cfg, client, prompt)
-        with tqdm(total=todo.num_rows, desc="generate", unit="doc", disable=not show_progress) as bar:
+        # closing(): when this loop stops early (on_error=raise, Ctrl-C) the producer stops now (pending batches
+        # cancelled, the one in flight awaited, Ray Data's executor shut down), not whenever it is garbage-collected
+        with (
+            contextlib.closing(stream),
+            tqdm(total=todo.num_rows, desc="generate", unit="doc", disable=not show_progress) as bar,
+        ):
             for table in stream:
                 if write_shard(table, raw_dir) is not None:
                     run.shards_written += 1
