@@ -152,6 +152,7 @@ def test_mining_survives_losing_a_worker_node(shared_data, tmp_path):
         job = threading.Thread(target=run, daemon=True)
         job.start()
         deadline = time.monotonic() + 180
+        on_victim: list[dict] = []
         while time.monotonic() < deadline and job.is_alive():
             on_victim = [
                 a
@@ -205,6 +206,7 @@ def _shard_msmarco(shared_data: Path, out: Path, shards: int = 4) -> list[Path]:
     return paths
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(180)
 def test_mining_job_names_the_corrupt_shard(shared_data, tmp_path):
     """``python jobs/mine.py`` over a directory of MS MARCO shards: one truncated shard fails the job, naming it."""
@@ -231,6 +233,7 @@ def test_mining_job_names_the_corrupt_shard(shared_data, tmp_path):
     assert not (tmp_path / "bad" / TRIPLES_FILE).exists()
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(180)
 def test_ray_data_read_names_the_corrupt_shard(shared_data, tmp_path, ray_local):
     """Triples shards read with Ray Data (the path augmentation uses): a corrupt shard's name is in the error."""
