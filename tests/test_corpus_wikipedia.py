@@ -283,9 +283,12 @@ def test_cache_hit_skips_parsing_and_ray_output_equals_in_process(dump, tmp_path
         dump["shards"], cfg_for(tmp_path, passage_max_chars=300), ray=False, show_progress=False
     )
     assert not other.cached and other.key != first.key and other.passages > first.passages
-    ray_cfg = CorpusConfig(**{**cfg.model_dump(), "cache_dir": str(tmp_path / "ray_cache")})
+    # a relative cache_dir: the Ray workers (started elsewhere) must still write the parts where the driver reads
+    monkeypatch.chdir(tmp_path)
+    ray_cfg = CorpusConfig(**{**cfg.model_dump(), "cache_dir": "ray_cache"})
     on_ray = wp.build_wikipedia(dump["shards"], ray_cfg, ray=True)
     assert on_ray.mode == "ray" and on_ray.key == first.key and not on_ray.cached
+    assert Path(on_ray.output).is_relative_to(tmp_path / "ray_cache")
     assert pq.read_table(on_ray.output).equals(pq.read_table(first.output))
     assert on_ray.skipped == first.skipped
 

@@ -517,7 +517,8 @@ def build_wikipedia(
     sums = read_checksums(checksums) if checksums else None
     key = f"{hash_inputs(files, sums, str(checksums))[:24]}-{config_key(cfg)}"
     hash_s = time.perf_counter() - t0
-    target_dir = Path(cfg.cache_dir) / key
+    # Absolute: Ray workers write the part files and need not share the driver's working directory.
+    target_dir = Path(cfg.cache_dir).resolve() / key
     out_path = target_dir / "passages.parquet"
     report_path = target_dir / "build.json"
     if out_path.is_file() and report_path.is_file() and not force:
