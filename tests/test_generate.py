@@ -329,13 +329,14 @@ def test_generate_queries_end_to_end_in_process(server, klue, tmp_path):
 
 
 def test_concurrency_bounds_requests_in_flight(klue, tmp_path):
-    data = _subset(klue, 9)
-    with LLMServer(model=MODEL, latency=0.15) as slow_server:  # every reply takes 0.15 s, like a model
+    data = _subset(klue, 6)
+    # every reply takes 0.4 s, like a model: long enough for the threads to overlap even on a loaded machine
+    with LLMServer(model=MODEL, latency=0.4) as slow_server:
         for concurrency in (1, 3):
             slow_server.max_in_flight = 0
             cfg = _cfg(slow_server, concurrency=concurrency, batch_size=1, round_trip="none")
             report = generate_queries(data, cfg, tmp_path / str(concurrency), ray=False, show_progress=False)
-            assert report.docs_with_reply == 9
+            assert report.docs_with_reply == 6
             if concurrency == 1:
                 assert slow_server.max_in_flight == 1
             else:
