@@ -434,6 +434,10 @@ def test_cli_generate_queries_and_resume(server, shared_data, tmp_path, capsys):
     assert main(args) == 0
     assert [r["path"] for r in server.requests[n:]] == ["/v1/models"]  # resumed: nothing left to generate
     assert read_beir(out / "beir").queries.num_rows == report["queries_kept"]
+    # the documented next step, as printed in --help
+    assert main(["mine", "--beir", str(out / "beir"), "--out", str(tmp_path / "mined"), "--no-ray"]) == 0
+    mined = json.loads((tmp_path / "mined" / "mining_report.json").read_text())
+    assert mined["queries_mined"] == report["queries_kept"] and mined["num_docs"] == 235
 
     assert main([a if a != server.url else "http://127.0.0.1:9" for a in args]) == 1
     assert "not reachable" in capsys.readouterr().err
