@@ -1,9 +1,15 @@
 """Ray Train + DeepSpeed on 2 workers: a worker dies once mid-run, Ray restarts the group, the loop resumes from
-the last checkpoint and finishes at max_steps with no step lost beyond the checkpoint interval."""
+the last checkpoint and finishes at max_steps with no step lost beyond the checkpoint interval.
+
+Continuity is checked from what the workers did, not from what they say: with dropout off, the loss a rank records
+for a step is a function of the model/optimizer state and of the batch only, so a step re-run after the restart must
+give the loss of its first run. That holds only if the checkpoint restored the state exactly AND the data order
+continued at that step (a restarted sampler would feed another batch and give another loss)."""
 
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -58,6 +64,12 @@ def test_two_workers_zero2_survive_a_worker_crash_and_resume(ray_inputs, own_ray
             "train.max_failures=1",
         ],
     )
+    # the shared tiny backbone without dropout: a step's loss then depends only on the state and the batch
+    backbone = tmp_path / "backbone-no-dropout"
+    shutil.copytree(ray_inputs["backbone"], backbone)
+    hf_config = json.loads((backbone / "config.json").read_text())
+    hf_config.update(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    (backbone / "config.json").write_text(json.dumps(hf_config))
     marker = tmp_path / "crashed-once"
     out = tmp_path / "out"
     result = run_training(
@@ -66,7 +78,7 @@ def test_two_workers_zero2_survive_a_worker_crash_and_resume(ray_inputs, own_ray
         ray_inputs["dev"],
         out,
         sentence_pairs=ray_inputs["sentence_pairs"],
-        backbone_dir=ray_inputs["backbone"],
+        backbone_dir=str(backbone),
         extra_loop_config={"fail_at_step": fail_at, "fail_marker": str(marker)},
     )
     assert marker.read_text() == str(fail_at), "the fault was never injected: this test would prove nothing"
@@ -80,6 +92,16 @@ def test_two_workers_zero2_survive_a_worker_crash_and_resume(ray_inputs, own_ray
         assert fail_at - last_ckpt <= every  # nothing lost beyond one checkpoint interval
         pids = [r["pid"] for r in records]
         assert pids[fail_at] != pids[fail_at - 1], "the resumed steps must come from a restarted worker"
+        # steps last_ckpt+1..fail_at ran twice: before the crash and after the resume, on the same batch and state
+        first = {r["step"]: r["loss"] for r in records[:fail_at]}
+        again = {r["step"]: r["loss"] for r in records[fail_at:]}
+        rerun = range(last_ckpt + 1, fail_at + 1)
+        assert list(rerun), "the crash must fall after a checkpoint for a step to be re-run"
+        for step in rerun:
+            assert again[step] == pytest.approx(first[step], rel=1e-4, abs=1e-6), (rank, step, first, again)
+        # the check can tell batches apart: other steps (other batches, other states) give other losses
+        others = [loss for step, loss in first.items() if step not in rerun]
+        assert all(abs(loss - first[s]) > 1e-3 * abs(first[s]) for loss in others for s in rerun), first
     # the merged history has every step once, and the final checkpoint holds the final step
     assert [h["step"] for h in result.history] == list(range(1, max_steps + 1))
     assert all(torch.isfinite(torch.tensor(h["loss/total"])) for h in result.history)
