@@ -219,12 +219,14 @@ class GenerationRun:
 class _GenerateActor:
     """Ray Data actor: one client (one request in flight at a time) for the actor's lifetime."""
 
-    def __init__(self, cfg_dict: dict[str, Any]) -> None:
+    def __init__(self, cfg_dict: dict[str, Any], prompt: PromptTemplate) -> None:
         from raysparse.config import GenerateConfig
 
         self.cfg = GenerateConfig.model_validate(cfg_dict)
-        self.client = make_client(self.cfg)
-        self.prompt = load_prompt(self.cfg.prompt)
+        self.client = make_client(
+            self.cfg
+        )  # an API key comes from this process's env (runtime_env on clusters)
+        self.prompt = prompt  # read by the driver: a user's template file need not exist on the worker nodes
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         columns = generate_for_batch(batch, self.client, self.cfg, self.prompt, on_error="record")
@@ -260,7 +262,7 @@ def _in_process(todo: pa.Table, cfg: Any, client: Any, prompt: PromptTemplate) -
                 fut.cancel()
 
 
-def _with_ray(todo: pa.Table, cfg: Any) -> Iterator[pa.Table]:
+def _with_ray(todo: pa.Table, cfg: Any, prompt: PromptTemplate) -> Iterator[pa.Table]:
     """A Ray Data actor pool of ``cfg.concurrency`` actors; blocks are yielded as they finish (streaming)."""
     import ray
     from ray.data import ActorPoolStrategy
@@ -278,7 +280,7 @@ def _with_ray(todo: pa.Table, cfg: Any) -> Iterator[pa.Table]:
         batch_size=cfg.batch_size,
         batch_format="pyarrow",
         compute=ActorPoolStrategy(size=cfg.concurrency),
-        fn_constructor_args=(cfg.model_dump(),),
+        fn_constructor_args=(cfg.model_dump(), prompt),
         num_cpus=cpus,
     )
     # batch_size=None: each actor's output block as it is produced (streaming, not after the whole dataset)
@@ -320,7 +322,7 @@ def run_generation(
     if keep:
         cols = [c for c in ("doc_id", "title", "text") if c in corpus.column_names]
         todo = corpus.select(cols).take(pa.array(keep, pa.int64()))
-        stream = _with_ray(todo, cfg) if ray else _in_process(todo, cfg, client, prompt)
+        stream = _with_ray(todo, cfg, prompt) if ray else _in_process(todo, cfg, client, prompt)
         # closing(): when this loop stops early (on_error=raise, Ctrl-C) the producer stops now (pending batches
         # cancelled, the one in flight awaited, Ray Data's executor shut down), not whenever it is garbage-collected
         with (
