@@ -5,7 +5,10 @@ jobs/pipeline.py with options the real CLI parser accepts."""
 from __future__ import annotations
 
 import json
+import os
 import shlex
+import subprocess
+import sys
 from pathlib import Path
 
 import yaml
@@ -105,4 +108,18 @@ def test_rayjob_runs_the_pipeline_with_a_placement_the_cluster_can_satisfy():
     # training workers want a GPU each: the gpu_pool group has one per pod, and enough pods for the workers
     gpu = _groups(cluster)["gpu-workers"]
     assert cfg.train.num_workers <= gpu["maxReplicas"] * int(gpu["rayStartParams"]["num-gpus"])
-    assert (ROOT / "jobs" / "pipeline.py").is_file()
+
+
+def test_pipeline_job_entry_point_runs_from_a_checkout():
+    """``python jobs/pipeline.py`` (what the RayJob runs, from its working dir) is the resumable ``raysparse run``."""
+    env = {**os.environ, "PYTHONPATH": ""}
+    res = subprocess.run(
+        [sys.executable, "jobs/pipeline.py", "--help"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert res.stdout.startswith("usage: raysparse run") and "--force" in res.stdout
