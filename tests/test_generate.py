@@ -439,6 +439,15 @@ def test_cli_generate_queries_and_resume(server, shared_data, tmp_path, capsys):
     mined = json.loads((tmp_path / "mined" / "mining_report.json").read_text())
     assert mined["queries_mined"] == report["queries_kept"] and mined["num_docs"] == 235
 
+    # Parquet in the CORPUS schema (the corpus builder's output) is read without --set data.id_field=doc_id
+    passages = tmp_path / "passages.parquet"
+    pq.write_table(
+        read_squad(shared_data / "klue-mrc-odqa" / "validation.jsonl").corpus.slice(0, 3), passages
+    )
+    source_args = ["--data-format", "parquet", "--data-path", str(passages), "--out", str(tmp_path / "out2")]
+    assert main([*args[:7], *source_args, "--no-ray", "--set", "generate.backoff_base=0.01"]) == 0
+    assert json.loads((tmp_path / "out2" / "generate_report.json").read_text())["docs_with_reply"] == 3
+
     assert main([a if a != server.url else "http://127.0.0.1:9" for a in args]) == 1
     assert "not reachable" in capsys.readouterr().err
     no_model = [a for a in args if a not in ("--model", MODEL)]

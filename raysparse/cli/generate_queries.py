@@ -145,11 +145,32 @@ def overrides_from_args(args: argparse.Namespace) -> list[str]:
     return overrides
 
 
+def corpus_parquet_overrides(args: argparse.Namespace) -> list[str]:
+    """Parquet in the CORPUS schema (what ``raysparse corpus`` writes) has ``doc_id``, not the reader's default
+    ``id``: use it unless the user chose an id field."""
+    from pathlib import Path
+
+    if (
+        args.data_format != "parquet"
+        or not args.data_path
+        or any(o.startswith("data.id_field=") for o in args.overrides)
+    ):
+        return []
+    path = Path(args.data_path)
+    files = sorted(path.rglob("*.parquet")) if path.is_dir() else [path]
+    if not files or not files[0].is_file():
+        return []  # load_source names the missing file
+    import pyarrow.parquet as pq
+
+    names = pq.read_schema(files[0]).names
+    return ["data.id_field=doc_id"] if "doc_id" in names and "id" not in names else []
+
+
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    cfg = config_from_args(args, overrides_from_args(args))
+    cfg = config_from_args(args, overrides_from_args(args) + corpus_parquet_overrides(args))
     gcfg = cfg.generate
     if not gcfg.model:
         print("raysparse generate-queries: --model (generate.model) is required", file=sys.stderr)
