@@ -261,7 +261,36 @@ class GenerateConfig(_Section):
 
 
 class TimeConfig(_Section):
-    """Time-aware term weighting from dated corpora (raysparse.timeweight)."""
+    """Time-aware term weighting from dated corpora (raysparse.timeweight; docs/time-aware.md).
+
+    Counts of each time window weigh ``2^(-|reference_date - window centre| / half_life_days)`` in the IDF.
+    """
+
+    enabled: bool = False  # master switch: the use_* / opensearch_recency switches apply only when True
+    corpus: str | None = None  # dated corpus (file/dir) read by raysparse.corpus.read_dated_source
+    date_field: str = "begin"  # date field of dated JSON lines (petitions: begin)
+    text_field: str = "content"
+    period: Literal["day", "week", "month", "year"] = "month"
+    half_life_days: float | None = Field(default=90.0, gt=0.0)  # None = no decay (plain IDF)
+    reference_date: str | None = None  # ISO date ages are measured from; None = newest window centre
+    analyzer: Literal["kiwi", "bigram"] = "bigram"  # terms of the analyzer table (BM25/OpenSearch)
+    rising_min_count: int = Field(default=5, ge=1)  # recent documents a rising term must occur in
+    rising_min_z: float = Field(default=3.0, ge=0.0)  # two-proportion z-score threshold
+    rising_top_k: int = Field(default=30, ge=1)
+    # inference-free mode, after training: the trained model's query weights are replaced by the recency IDF of
+    # the dated corpus (evaluated and exported with them)
+    use_for_query_weights: bool = False
+    # inference-free mode, before training: the query weights start from the recency IDF (instead of the plain IDF
+    # of the training documents) and are then learned
+    use_as_training_prior: bool = False
+    # search time: OpenSearch function_score decay on the date field (raysparse.opensearch.recency_query)
+    opensearch_recency: bool = False
+    opensearch_date_field: str = "date"
+    opensearch_decay: Literal["gauss", "exp", "linear"] = "exp"
+    opensearch_origin: str = "now"  # "now" or an ISO date (the reference date)
+    opensearch_scale: str = "30d"
+    opensearch_offset: str = "0d"
+    opensearch_decay_value: float = Field(default=0.5, gt=0.0, lt=1.0)  # score factor at offset + scale
 
 
 class SynonymsConfig(_Section):
