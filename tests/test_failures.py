@@ -206,7 +206,6 @@ def _shard_msmarco(shared_data: Path, out: Path, shards: int = 4) -> list[Path]:
     return paths
 
 
-@pytest.mark.slow
 @pytest.mark.timeout(180)
 def test_mining_job_names_the_corrupt_shard(shared_data, tmp_path):
     """``python jobs/mine.py`` over a directory of MS MARCO shards: one truncated shard fails the job, naming it."""
