@@ -26,8 +26,14 @@ def test_cluster_yaml_validates_against_ray_schema():
     # autoscaling bounds and placement resources the jobs rely on
     assert types["gpu_worker"]["min_workers"] == 0 and types["gpu_worker"]["max_workers"] >= 1
     # placement pools (mining.resources / train.resources): each on its own node type only
-    assert types["cpu_worker"]["resources"]["cpu_pool"] >= 1 and "gpu_pool" not in types["cpu_worker"]["resources"]
-    assert types["gpu_worker"]["resources"]["gpu_pool"] >= 1 and "cpu_pool" not in types["gpu_worker"]["resources"]
+    assert (
+        types["cpu_worker"]["resources"]["cpu_pool"] >= 1
+        and "gpu_pool" not in types["cpu_worker"]["resources"]
+    )
+    assert (
+        types["gpu_worker"]["resources"]["gpu_pool"] >= 1
+        and "cpu_pool" not in types["gpu_worker"]["resources"]
+    )
     assert not {"cpu_pool", "gpu_pool"} & set(types["head"]["resources"])
     # pools start at 0 nodes, so job drivers on the head must be allowed to wait for the autoscaler
     assert any("RAYSPARSE_PLACEMENT_WAIT_S=" in c for c in prepared["head_start_ray_commands"])
