@@ -1,4 +1,6 @@
-"""Synonym discovery as a Ray job: ``python jobs/synonyms.py discover --model DIR --out DIR [--glossary TSV]``.
+"""Synonym discovery as a job (plain PyTorch, no cluster needed).
+
+``python jobs/synonyms.py discover --model DIR --out DIR --parallel FILE ... [--glossary TSV]``
 
 A thin entry point over ``raysparse synonyms`` (actions ``discover`` and ``evaluate``; same flags, same code).
 ``--help`` lists the options.

@@ -296,6 +296,9 @@ def test_cli_help(capsys):
         assert f"usage: raysparse synonyms {action}" in capsys.readouterr().out
     assert main(["synonyms"]) == 2
     assert "discover" in capsys.readouterr().out
+    # no sentence pairs anywhere: one clear line, exit 2 (not a traceback)
+    assert main(["synonyms", "discover", "--model", "unused", "--out", "unused"]) == 2
+    assert "--parallel" in capsys.readouterr().err
 
 
 def test_paired_permutation_test_hand_made():

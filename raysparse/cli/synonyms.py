@@ -110,6 +110,12 @@ def run_discover(args: argparse.Namespace) -> int:
     if args.cap is not None:
         overrides.append(f"synonyms.cap_per_term={args.cap}")
     cfg = config_from_args(args, overrides)
+    if not (cfg.synonyms.parallel_text or cfg.augment.parallel_text):
+        print(
+            "raysparse synonyms discover: no sentence pairs; give --parallel FILE (or set synonyms.parallel_text)",
+            file=sys.stderr,
+        )
+        return 2
     report = run_discovery(args.model, cfg, args.out, args.glossary)
     print(
         f"{report['candidates']} pairs for {report['korean_terms_with_candidates']} of {report['korean_terms']} "
