@@ -85,6 +85,7 @@ def test_english_words_drop_function_words_and_possessives():
     ]
 
 
+@pytest.mark.slow  # shares the module's encoder + discovery fixtures (~60 s once)
 def test_terms_are_words_not_pieces(result):
     assert len(result.ko_terms) > 300 and len(result.en_terms) > 300
     assert not any(t.startswith("##") for t in result.ko_terms.terms + result.en_terms.terms)
@@ -92,6 +93,7 @@ def test_terms_are_words_not_pieces(result):
     assert all(t.isascii() for t in result.en_terms.terms)
 
 
+@pytest.mark.slow  # shares the module's encoder + discovery fixtures (~60 s once)
 def test_discovery_recovers_pairs_in_the_prior(encoder, result):
     """Korean terms whose single word piece translates (in the prior) to a whole English term: discovery finds it."""
     model, table, _ = encoder
@@ -116,6 +118,7 @@ def test_discovery_recovers_pairs_in_the_prior(encoder, result):
     assert found / checked >= 0.9, (found, checked)
 
 
+@pytest.mark.slow  # shares the module's encoder + discovery fixtures (~60 s once)
 def test_precision_against_held_aside_glossary_beats_shuffled(result, kengdic):
     combined = precision_at_k(result.ranked["combined"], kengdic, 10)
     assert combined["evaluated"] >= 100
@@ -130,6 +133,7 @@ def test_precision_against_held_aside_glossary_beats_shuffled(result, kengdic):
     assert precision_at_k(shuffled, kengdic, 10)["precision"] < combined["precision"] / 3
 
 
+@pytest.mark.slow  # shares the module's encoder + discovery fixtures (~60 s once)
 def test_known_pairs(result):
     by_ko = {}
     for c in result.candidates:
@@ -138,6 +142,7 @@ def test_known_pairs(result):
     assert "iraq" in by_ko.get("이라크", []), by_ko.get("이라크")
 
 
+@pytest.mark.slow  # shares the module's encoder + discovery fixtures (~60 s once)
 def test_threshold_and_cap(result):
     assert result.candidates
     assert all(c.score >= CFG.threshold for c in result.candidates)
@@ -149,6 +154,7 @@ def test_threshold_and_cap(result):
     assert set(result.candidates[0].signals) == {"activation", "coactivation", "embedding"}
 
 
+@pytest.mark.slow  # shares the module's encoder + discovery fixtures (~60 s once)
 def test_signal_shapes_and_ranges(encoder, pairs):
     model, _, _ = encoder
     ko = TermList(
@@ -207,6 +213,7 @@ def test_precision_at_k_hand_made():
         precision_at_k(cands, glossary, 0)
 
 
+@pytest.mark.slow  # shares the module's encoder + discovery fixtures (~60 s once)
 def test_dictionary_round_trips_through_the_augmentation_readers(result, tmp_path):
     from raysparse.data.bilingual import read_synonym_json
 
@@ -233,6 +240,7 @@ def test_read_candidates_names_record_and_field(tmp_path):
         read_candidates(bad)
 
 
+@pytest.mark.slow  # shares the module's encoder + discovery fixtures (~60 s once)
 def test_cli_discover_and_evaluate(encoder, shared_data, tmp_path, capsys):
     from raysparse.cli import main
 
