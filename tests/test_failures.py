@@ -281,3 +281,56 @@ def test_triples_directory_with_a_non_parquet_shard_names_it(shared_data, tmp_pa
     (shards / "part-001.parquet").write_bytes(b"not parquet at all\n")
     with pytest.raises(Exception, match=r"part-001\.parquet"):
         find_triples_files(shards)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(420)
+def test_training_workers_run_only_on_the_gpu_pool_node(shared_data, tmp_path_factory, tmp_path):
+    """``train.resources={gpu_pool: 1}`` reaches Ray Train's ScalingConfig: both workers land on the node that
+    carries gpu_pool (CPU-only here: the pool is a custom resource, like cluster.yaml's gpu_worker advertises)."""
+    import ray
+    from ray._private.state import actors
+    from test_train import session_inputs
+
+    from raysparse.config import load_config
+    from raysparse.train import run_training
+
+    inputs = session_inputs(shared_data, tmp_path_factory)
+    cfg = load_config(
+        None,
+        [
+            *inputs["model_overrides"],
+            "name=placed-training",
+            f"ray.storage_path={tmp_path / 'storage'}",
+            "train.num_workers=2",
+            "train.cpus_per_worker=0.5",
+            "train.deepspeed.enabled=false",
+            "train.max_steps=1",
+            "train.checkpoint_every=1",
+            "train.batch_size=4",
+            "train.negatives_per_query=1",
+            "train.resources={gpu_pool: 1}",
+        ],
+    )
+    # the head (where the driver runs) has room for both workers too: only train.resources keeps them off it
+    cluster, (pool_node, plain_node) = start_cluster(
+        2, [{"num_cpus": 1, "resources": {"gpu_pool": 2}}, {"num_cpus": 2}]
+    )
+    try:
+        result = run_training(
+            cfg,
+            inputs["triples"],
+            None,
+            tmp_path / "out",
+            sentence_pairs=inputs["sentence_pairs"],
+            backbone_dir=inputs["backbone"],
+        )
+        job = ray.get_runtime_context().get_job_id()
+        workers = [
+            a for a in actors().values() if "RayTrainWorker" in a["ActorClassName"] and a["JobID"] == job
+        ]
+        assert len(workers) == 2, [a["ActorClassName"] for a in actors().values()]
+        assert {a["Address"]["NodeID"] for a in workers} == {pool_node.node_id}, plain_node.node_id
+        assert [h["step"] for h in result.history] == [1]
+    finally:
+        stop_cluster(cluster)
