@@ -1,7 +1,8 @@
 """Scale-out failure modes on real Ray clusters (``ray.cluster_utils.Cluster``: several raylets on this machine).
 
 - Placement: ``mining.resources={cpu_pool: 1}`` puts every mining actor on the node that carries ``cpu_pool``; a
-  placement no node can satisfy fails at once naming ``mining.resources`` / ``train.resources`` instead of hanging.
+  placement no node can satisfy fails at once naming ``mining.resources`` / ``train.resources`` instead of hanging;
+  ``train.resources={gpu_pool: 1}`` puts every Ray Train worker on the node that carries ``gpu_pool``.
 - Node loss: a worker node is killed while mining runs; the job finishes and its triples are byte-identical to a
   run without failure (nothing lost, nothing duplicated).
 - Corrupt shards: a directory of shards with one corrupt file fails the mining job (``jobs/mine.py``) and the
