@@ -993,7 +993,11 @@ def find_triples_files(path: str | Path) -> tuple[list[Path], ReadReport]:
         raise FileNotFoundError(f"triples not found: {path}")
     files = []
     for p in candidates:
-        names = set(pq.read_schema(p).names)
+        try:
+            names = set(pq.read_schema(p).names)
+        except (pa.ArrowInvalid, OSError) as err:
+            # pyarrow's message ("magic bytes not found in footer") does not say which shard is broken
+            raise DataFormatError(f"{p}: not a readable Parquet file ({err})") from err
         if {"query_id", "query", "positive_ids"} <= names:
             files.append(p)
             report.read += 1

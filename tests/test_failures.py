@@ -265,11 +265,6 @@ def test_ray_data_read_names_the_corrupt_shard(shared_data, tmp_path, ray_local)
     assert time.monotonic() - t0 < 150
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="raysparse.augment.find_triples_files calls pq.read_schema without naming the file: pyarrow says only "
-    "'Parquet magic bytes not found in footer' (fix: catch ArrowInvalid/OSError there and re-raise with the path)",
-)
 @pytest.mark.timeout(120)
 def test_triples_directory_with_a_non_parquet_shard_names_it(shared_data, tmp_path):
     from raysparse.augment import find_triples_files
