@@ -505,3 +505,17 @@ def test_bom_line_separators_and_timezones(tmp_path: Path):
     assert report.read == 2
     with pytest.raises(FileNotFoundError, match="prototype directory"):
         read_prototype(tmp_path / "missing")
+
+
+def test_parquet_in_corpus_schema_reads_doc_id_without_setting_id_field(tmp_path: Path):
+    # What the corpus builders and dated splits write: CORPUS columns, ids under doc_id, not the default "id".
+    path = tmp_path / "passages.parquet"
+    pq.write_table(
+        pa.table({"doc_id": ["p1-0", "p1-1"], "title": ["검색", "검색"], "text": ["검색 모델", "search model"]}),
+        path,
+    )
+    data = read_parquet(path)
+    assert data.corpus.column("doc_id").to_pylist() == ["p1-0", "p1-1"]
+    # An explicitly named id column that is missing is still an error naming the field.
+    with pytest.raises(DataFormatError, match="'pid'"):
+        read_parquet(path, id_field="pid")

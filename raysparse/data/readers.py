@@ -445,6 +445,9 @@ def _corpus_from_records(
                 f"{', '.join(sorted(map(str, rec))[:12])})"
             )
         if id_field:
+            if id_field == "id" and "id" not in rec and "doc_id" in rec:
+                # raysparse's own CORPUS tables (corpus builders, dated splits) name the column doc_id
+                id_field = "doc_id"
             if id_field not in rec or rec[id_field] is None:
                 raise DataFormatError(
                     f"{where}: field {id_field!r} is missing (set data.id_field to the id field, or to '' to "
