@@ -610,6 +610,58 @@ def bm25_query(text: str, analyzer: str | None = "bigram", field_name: str = BM2
     return {"match": {field_name: {"query": text, "operator": "or"}}}
 
 
+RECENCY_DECAYS = ("gauss", "exp", "linear")
+
+
+def recency_query(
+    query: Mapping[str, Any],
+    date_field: str = "date",
+    decay: str = "exp",
+    origin: str = "now",
+    scale: str = "30d",
+    offset: str = "0d",
+    decay_value: float = 0.5,
+) -> dict[str, Any]:
+    """``query`` wrapped in a ``function_score`` that multiplies its score by a decay on ``date_field``.
+
+    OpenSearch's decay functions: at distance ``d = max(0, |date - origin| - offset)`` the factor is
+    ``exp``: ``decay_value ** (d / scale)``; ``gauss``: ``decay_value ** ((d / scale) ** 2)``; ``linear``:
+    ``max(0, 1 - (1 - decay_value) * d / scale)``. So with ``exp`` and ``decay_value=0.5`` the scale is a
+    half-life: a document ``scale`` older than ``origin`` keeps half its score. ``origin`` is ``"now"`` or an ISO
+    date (the reference date); documents without the date field get factor 1 (OpenSearch's rule for missing
+    values).
+    """
+    if decay not in RECENCY_DECAYS:
+        raise ValueError(f"decay must be one of {RECENCY_DECAYS}, got {decay!r}")
+    if not 0.0 < decay_value < 1.0:
+        raise ValueError(f"decay_value must be in (0, 1), got {decay_value}")
+    return {
+        "function_score": {
+            "query": dict(query),
+            "functions": [
+                {decay: {date_field: {"origin": origin, "scale": scale, "offset": offset, "decay": decay_value}}}
+            ],
+            "score_mode": "multiply",
+            "boost_mode": "multiply",
+        }
+    }
+
+
+def recency_from_config(time_cfg: Any) -> dict[str, Any] | None:
+    """``recency_query`` keyword arguments from a TimeConfig, or None unless time.enabled and
+    time.opensearch_recency are both on (the ``recency`` argument of :func:`search_run`)."""
+    if not (time_cfg.enabled and time_cfg.opensearch_recency):
+        return None
+    return {
+        "date_field": time_cfg.opensearch_date_field,
+        "decay": time_cfg.opensearch_decay,
+        "origin": time_cfg.opensearch_origin,
+        "scale": time_cfg.opensearch_scale,
+        "offset": time_cfg.opensearch_offset,
+        "decay_value": time_cfg.opensearch_decay_value,
+    }
+
+
 def neural_hybrid_query(bm25: Mapping[str, Any], sparse: Mapping[str, Any]) -> dict[str, Any]:
     """neural-search's ``hybrid`` compound query (needs the plugin and a pipeline from :func:`hybrid_pipeline`)."""
     return {"hybrid": {"queries": [dict(bm25), dict(sparse)]}}
@@ -702,13 +754,20 @@ def search_run(
     neural: bool = False,
     prune_ratio: float = 0.0,
     batch_size: int = 32,
+    recency: Mapping[str, Any] | None = None,
 ) -> dict[str, dict[str, float]]:
     """Run ``queries`` ({qid: text}) against ``index`` -> ``{qid: {doc_id: score}}`` (the shape evaluation reads).
 
     ``mode``: ``sparse`` (needs ``query_encoder``), ``bm25`` or ``hybrid`` (both lists, ``size`` each, fused
     client-side by ``fusion`` = ``min_max`` (weighted by ``bm25_weight``) or ``rrf``). Queries run through
     ``_msearch`` in batches of ``batch_size``. Every query gets an entry, empty when nothing matched.
+    ``recency`` (keyword arguments of :func:`recency_query`, e.g. from :func:`recency_from_config`) multiplies
+    every score by a date decay.
     """
+
+    def wrap(query: dict[str, Any]) -> dict[str, Any]:
+        return recency_query(query, **recency) if recency else query
+
     if mode not in ("sparse", "bm25", "hybrid"):
         raise ValueError(f"mode must be sparse, bm25 or hybrid, got {mode!r}")
     if mode != "bm25" and query_encoder is None:
@@ -726,13 +785,13 @@ def search_run(
                 {
                     "size": size,
                     "_source": False,
-                    "query": sparse_query(prune_query(w, prune_ratio), neural=neural),
+                    "query": wrap(sparse_query(prune_query(w, prune_ratio), neural=neural)),
                 }
                 for w in weights
             ]
             sparse_lists = [_hit_scores(h) for h in _msearch(client, index, bodies)]
         if mode in ("bm25", "hybrid"):
-            bodies = [{"size": size, "_source": False, "query": bm25_query(t, bm25_analyzer)} for t in texts]
+            bodies = [{"size": size, "_source": False, "query": wrap(bm25_query(t, bm25_analyzer))} for t in texts]
             bm25_lists = [_hit_scores(h) for h in _msearch(client, index, bodies)]
         for i, (qid, _) in enumerate(chunk):
             if mode == "sparse":

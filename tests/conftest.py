@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import uuid
 from pathlib import Path
 
 import pytest
@@ -66,3 +68,51 @@ def _shutdown_ray_at_end():
 
     if "ray" in sys.modules:
         sys.modules["ray"].shutdown()
+
+
+# ------------------------------------------------------------------------------------------ OpenSearch
+# The server comes from $RAYSPARSE_OPENSEARCH_URL (.ci/run exports it); when unset, the session fixture starts one
+# with scripts/opensearch.sh on a dedicated port and stops it at the end (only if this session started it). Under
+# CI=true a server that cannot start fails the tests instead of skipping them.
+OPENSEARCH_TEST_PORT = 9251
+
+
+@pytest.fixture(scope="session")
+def os_url():
+    """URL of a real OpenSearch server (see the comment above)."""
+    url = os.environ.get("RAYSPARSE_OPENSEARCH_URL")
+    started = False
+    if not url:
+        script = REPO_ROOT / "scripts" / "opensearch.sh"
+        proc = subprocess.run(
+            [str(script), "start", "--port", str(OPENSEARCH_TEST_PORT)],
+            capture_output=True,
+            text=True,
+            timeout=900,
+        )
+        if proc.returncode != 0:
+            msg = f"scripts/opensearch.sh start failed:\n{proc.stderr[-3000:]}"
+            if os.environ.get("CI"):
+                pytest.fail(msg)
+            pytest.skip(msg)
+        url = proc.stdout.strip().splitlines()[-1]
+        started = "already running" not in proc.stderr
+    yield url
+    if started:
+        subprocess.run(
+            [str(REPO_ROOT / "scripts" / "opensearch.sh"), "stop", "--port", str(OPENSEARCH_TEST_PORT)]
+        )
+
+
+@pytest.fixture(scope="session")
+def client(os_url):
+    from raysparse.opensearch import make_client
+
+    return make_client(url=os_url)
+
+
+@pytest.fixture
+def index_name(client):
+    name = f"raysparse-test-{uuid.uuid4().hex[:8]}"
+    yield name
+    client.indices.delete(index=name, ignore_unavailable=True)

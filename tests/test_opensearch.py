@@ -8,8 +8,6 @@ fails the tests instead of skipping them.
 from __future__ import annotations
 
 import math
-import os
-import subprocess
 import uuid
 
 import pytest
@@ -33,7 +31,6 @@ from raysparse.opensearch import (
     index_meta,
     lexical_encoder_factory,
     lexical_term_weights,
-    make_client,
     opensearch_run,
     prune_query,
     sanitize_terms,
@@ -41,43 +38,8 @@ from raysparse.opensearch import (
     search_run,
     sparse_query,
 )
-from tests.conftest import REPO_ROOT
 
 pytestmark = pytest.mark.opensearch
-TEST_PORT = 9251
-
-
-@pytest.fixture(scope="session")
-def os_url():
-    url = os.environ.get("RAYSPARSE_OPENSEARCH_URL")
-    started = False
-    if not url:
-        script = REPO_ROOT / "scripts" / "opensearch.sh"
-        proc = subprocess.run(
-            [str(script), "start", "--port", str(TEST_PORT)], capture_output=True, text=True, timeout=900
-        )
-        if proc.returncode != 0:
-            msg = f"scripts/opensearch.sh start failed:\n{proc.stderr[-3000:]}"
-            if os.environ.get("CI"):
-                pytest.fail(msg)
-            pytest.skip(msg)
-        url = proc.stdout.strip().splitlines()[-1]
-        started = "already running" not in proc.stderr
-    yield url
-    if started:
-        subprocess.run([str(REPO_ROOT / "scripts" / "opensearch.sh"), "stop", "--port", str(TEST_PORT)])
-
-
-@pytest.fixture(scope="session")
-def client(os_url):
-    return make_client(url=os_url)
-
-
-@pytest.fixture
-def index_name(client):
-    name = f"raysparse-test-{uuid.uuid4().hex[:8]}"
-    yield name
-    client.indices.delete(index=name, ignore_unavailable=True)
 
 
 @pytest.fixture(scope="session")
