@@ -193,11 +193,18 @@ def run_pipeline(cfg: RaySparseConfig, force: bool = False) -> PipelineResult:
                 path, cfg, sentences, dictionary, stage_dir / "model"
             )
             info.update(table_info)
+        if time_prior:
+            # time.use_as_training_prior: inference-free query weights start from the recency IDF (train.py keeps
+            # query weights a backbone brings instead of computing plain IDF over the training documents)
+            path = _attach_recency_query_weights(path, cfg, data, stage_dir / "time_prior")
+            info["query_weights"] = "recency_idf"
         return {"backbone_dir": str(path), **info}
 
-    r = run_stage(
-        "backbone", [data_key, bilingual_key, cfg.model.model_dump()], out / "backbone", build_backbone, force
-    )
+    time_prior = cfg.time.enabled and cfg.time.use_as_training_prior and cfg.model.query_mode == "inference_free"
+    backbone_key = [data_key, bilingual_key, cfg.model.model_dump()]
+    if time_prior:
+        backbone_key.append(cfg.time.model_dump())  # only then: existing backbone caches stay valid
+    r = run_stage("backbone", backbone_key, out / "backbone", build_backbone, force)
     backbone_dir = r.info["backbone_dir"]
     results.append(r)
 
@@ -239,6 +246,10 @@ def run_pipeline(cfg: RaySparseConfig, force: bool = False) -> PipelineResult:
     r = run_stage("train", train_key, out / "train", train, force)
     results.append(r)
     model_dir = r.info["model_dir"]
+    if cfg.time.enabled and cfg.time.use_for_query_weights and cfg.model.query_mode == "inference_free":
+        # time.use_for_query_weights: the trained model's query weights are replaced by the recency IDF (a copy
+        # of the model; the trained one stays as it is) and evaluated with them
+        model_dir = _attach_recency_query_weights(model_dir, cfg, data, out / "train" / "time_query_weights")
 
     # Evaluation of the model next to BM25 on the held-out queries.
     def evaluate(stage_dir: Path) -> dict[str, Any]:
@@ -254,7 +265,10 @@ def run_pipeline(cfg: RaySparseConfig, force: bool = False) -> PipelineResult:
         write_metrics(bm25_metrics, stage_dir / f"bm25-{cfg.eval.bm25_analyzer}" / "metrics.json")
         return {"model": _metrics_only(model_metrics), "bm25": _metrics_only(bm25_metrics)}
 
-    r = run_stage("evaluate", [r.key, cfg.eval.model_dump()], out / "evaluate", evaluate, force)
+    eval_key = [r.key, cfg.eval.model_dump()]
+    if cfg.time.enabled and cfg.time.use_for_query_weights:
+        eval_key.append(cfg.time.model_dump())  # other query weights: evaluate again
+    r = run_stage("evaluate", eval_key, out / "evaluate", evaluate, force)
     results.append(r)
     table = format_results(r.info["model"], r.info["bm25"], f"BM25-{cfg.eval.bm25_analyzer}")
     results_path = out / "results.md"
@@ -294,6 +308,41 @@ def _attach_translation_prior(
     examples = describe(table, encoder.tokenizer, ["검색", "모델", "데이터", "search", "model"])
     log.info("translation prior: %d entries; e.g. %s", table.num_entries, examples)
     return str(out_dir), {"translation_entries": table.num_entries, "translation_examples": examples}
+
+
+def _attach_recency_query_weights(model_path: str, cfg: RaySparseConfig, data: Any, out_dir: Path) -> str:
+    """Save ``model_path``'s encoder to ``out_dir`` with inference-free query weights = recency IDF per token
+    (raysparse.timeweight) of the dated corpus ``time.corpus``, or of the training corpus when it is dated."""
+    from raysparse.model import SparseEncoder
+    from raysparse.timeweight import recency_query_weights
+
+    tc = cfg.time
+    if tc.corpus:
+        from raysparse.corpus.dated import read_dated_source
+
+        corpus = read_dated_source(tc.corpus, date_field=tc.date_field, text_field=tc.text_field).corpus
+    else:
+        corpus = data.corpus
+    if "date" not in corpus.column_names or corpus["date"].null_count == corpus.num_rows:
+        raise ValueError(
+            "time-aware query weights need dated documents: set time.corpus to a dated corpus or give the "
+            "training data a date field (data.date_field)"
+        )
+    encoder = SparseEncoder.from_pretrained(model_path, query_mode="inference_free")
+    weights = recency_query_weights(
+        encoder.tokenizer,
+        corpus["text"].to_pylist(),
+        corpus["date"].to_pylist(),
+        tc.half_life_days,
+        tc.reference_date,
+        tc.period,
+        vocab_size=encoder.vocab_size,
+    )
+    encoder = SparseEncoder.from_pretrained(model_path, query_mode="inference_free", query_weights=weights)
+    encoder.save_pretrained(out_dir)
+    log.info("recency IDF query weights (half-life %s d) from %d documents -> %s",
+             tc.half_life_days, corpus.num_rows, out_dir)
+    return str(out_dir)
 
 
 def _metrics_only(metrics: Any) -> dict[str, float]:

@@ -171,3 +171,37 @@ def test_cli_writes_table_and_rising_terms(shared_data, tmp_path):
     assert table.meta["half_life_days"] == 30.0
     assert (out / "rising_terms.json").is_file()
     assert "2019-08" in proc.stdout
+
+
+def test_pipeline_attaches_recency_query_weights(petitions, tmp_path, shared_data):
+    """time.use_for_query_weights / use_as_training_prior: the saved encoder's inference-free query weights are the
+    recency IDF of the dated corpus (time.corpus), and inference-free queries are weighted by them."""
+    import torch
+
+    from raysparse.backbone import build_small_bert, train_tokenizer
+    from raysparse.config import ModelConfig, RaySparseConfig
+    from raysparse.model import SparseEncoder
+    from raysparse.pipeline import _attach_recency_query_weights
+    from raysparse.timeweight import recency_query_weights
+
+    texts, _ = petitions
+    tok = train_tokenizer(texts[:300], 2000)
+    tiny = ModelConfig(vocab_size=2000, hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64)
+    torch.manual_seed(0)
+    SparseEncoder(build_small_bert(tok, tiny), tok, lexical_prior=1.0).save_pretrained(tmp_path / "base")
+    corpus = shared_data / "corpora" / "petitions-dated" / "petitions_2019-08"
+    cfg = RaySparseConfig()
+    cfg.time.enabled, cfg.time.use_for_query_weights, cfg.time.corpus = True, True, str(corpus)
+    cfg.time.half_life_days = 10.0
+    out = _attach_recency_query_weights(str(tmp_path / "base"), cfg, None, tmp_path / "timed")
+    model = SparseEncoder.from_pretrained(out)
+    assert model.query_mode == "inference_free"
+    from raysparse.corpus.dated import read_dated_source
+
+    c = read_dated_source(corpus).corpus
+    expect = recency_query_weights(tok, c["text"].to_pylist(), c["date"].to_pylist(), 10.0, vocab_size=len(tok))
+    np.testing.assert_allclose(model.query_weights.detach().numpy(), expect.numpy(), rtol=1e-6)
+    enc = model.encode(["일본 불매 운동"], is_query=True)[0]
+    ids = tok("일본 불매 운동", add_special_tokens=False)["input_ids"]
+    token = tok.convert_ids_to_tokens(ids[0])
+    assert enc[token] == pytest.approx(float(expect[ids[0]]), rel=1e-5)
