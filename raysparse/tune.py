@@ -272,10 +272,18 @@ TRIAL_DRIVER_CPU = 0.1
 TRIALS_SUBDIR = (
     "trials"  # OUT/trials/<trial_id>/: each trial's run_training out_dir (model/, tensorboard/, ...)
 )
-TUNE_SUBDIR = (
-    "tune"  # OUT/tune/<experiment>/: Tune's experiment dir (result.json, TensorBoard HParams events)
-)
-RAY_TRAIN_SUBDIR = "ray_train"  # OUT/ray_train/<name>-<trial_id>/: Ray Train checkpoints of every trial
+# Both live under the storage root (ray.storage_path; relative paths are taken from OUT, so the default is OUT/runs):
+TUNE_SUBDIR = "tune"  # ROOT/tune/<name>-sweep/: Tune's experiment dir (result.json, TensorBoard HParams events)
+RAY_TRAIN_SUBDIR = "ray_train"  # ROOT/ray_train/<name>-<trial_id>/: Ray Train checkpoints of every trial
+
+
+def storage_root(cfg: RaySparseConfig, out: Path) -> str:
+    """Where a sweep keeps Tune and Ray Train state: ``ray.storage_path`` (URI or absolute path) or ``OUT/<it>``."""
+    storage = cfg.ray.storage_path
+    if "://" in storage:
+        return storage.rstrip("/")
+    path = Path(storage)
+    return str(path if path.is_absolute() else (out / path).resolve())
 
 
 @dataclass
@@ -334,6 +342,7 @@ def _run_trial(
     triples_path: Any,
     dev: Any,
     out_dir: str,
+    storage: str,
     term_pairs: Any,
     sentence_pairs: Any,
     backbone_dir: str | None,
@@ -353,7 +362,7 @@ def _run_trial(
         {
             **sampled,
             "name": f"{base_cfg.name}-{trial_id}",
-            "ray.storage_path": str(Path(out_dir) / RAY_TRAIN_SUBDIR),
+            "ray.storage_path": f"{storage}/{RAY_TRAIN_SUBDIR}",
         },
     )
     (trial_out / "trial_config.json").write_text(
@@ -548,6 +557,7 @@ def run_sweep(
     out.mkdir(parents=True, exist_ok=True)
     metric_key = tune_metric_name(space.metric)
     samples = num_samples if num_samples is not None else cfg.tune.num_samples
+    storage = storage_root(cfg, out)
     init_ray(cfg.ray.address)
 
     trainable = tune.with_parameters(
@@ -559,6 +569,7 @@ def run_sweep(
         else triples_path,
         dev=dev,
         out_dir=str(out),
+        storage=storage,
         term_pairs=term_pairs,
         sentence_pairs=sentence_pairs,
         backbone_dir=str(Path(backbone_dir).resolve()) if backbone_dir else None,
@@ -584,7 +595,7 @@ def run_sweep(
         ),
         run_config=tune.RunConfig(
             name=f"{cfg.name}-sweep",
-            storage_path=str(out / TUNE_SUBDIR),
+            storage_path=f"{storage}/{TUNE_SUBDIR}",
             failure_config=tune.FailureConfig(max_failures=cfg.tune.max_failures),
             callbacks=callbacks,
             verbose=1,
