@@ -21,8 +21,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "stopping weak trials early with ASHA (tune.scheduler) and proposing values with Optuna "
             "(tune.search_alg). Trials are compared on validation nDCG@10 from --dev-beir; the chosen trial is the "
             "best one within --flops-budget (the most efficient one when none fits). Writes OUT/sweep_report.md, "
-            "OUT/pareto.png, OUT/best_model, each trial under OUT/trials/<id> and Tune's experiment (TensorBoard "
-            "HParams) under OUT/tune."
+            "OUT/pareto.png, OUT/best_model, each trial under OUT/trials/<id>, and Tune's experiment (TensorBoard "
+            "HParams) and the trials' Ray Train checkpoints under ray.storage_path (default OUT/runs: "
+            "OUT/runs/tune, OUT/runs/ray_train; s3://, gs:// or a shared NFS path on a cluster)."
         ),
     )
     add_config_args(parser)
