@@ -6,7 +6,22 @@ import pytest
 
 from raysparse.cli import backbone_from_args, build_parser, main
 
-COMMANDS = ["run", "mine", "augment", "train", "evaluate", "tune", "export", "encode", "index", "search"]
+COMMANDS = [
+    "run",
+    "corpus",
+    "generate-queries",
+    "mine",
+    "augment",
+    "train",
+    "evaluate",
+    "tune",
+    "export",
+    "encode",
+    "index",
+    "search",
+    "time-weights",
+    "synonyms",
+]
 
 
 def test_every_stage_is_a_subcommand_with_help(capsys):

@@ -19,7 +19,10 @@ DESCRIPTION = """\
 raysparse trains Korean-English neural sparse (SPLADE-style) retrieval encoders on Ray and ships them into OpenSearch.
 
 Pipeline, one subcommand per stage:
-  run        the main job: all stages below in order, resumable (what jobs/train.py runs)
+  run        the main job: all stages below in order, resumable (jobs/train.py, jobs/pipeline.py)
+  corpus     build corpora: Wikipedia dumps -> cached passages Parquet; dated corpora -> time splits
+  generate-queries
+             synthetic Korean queries (doc2query) from your LLM server (Ollama / OpenAI-compatible) on Ray Data
   mine       BM25 hard-negative mining (bm25s + Kiwi / char bigrams) on Ray Data
   augment    Korean<->English code-switched queries and term/sentence pairs for the cross-lingual loss
   train      DeepSpeed training of the sparse encoder on Ray Train
@@ -28,6 +31,10 @@ Pipeline, one subcommand per stage:
   export     TorchScript, ONNX and OpenSearch model bundles
   index      encode a corpus and bulk-index it into OpenSearch
   search     query OpenSearch and show the matched terms
+
+Term statistics and dictionaries:
+  time-weights  recency-aware IDF and rising terms from a dated corpus (inference-free queries, OpenSearch recency)
+  synonyms      Korean-English term pairs discovered from a trained encoder (discover, evaluate, loop)
 
 Every stage reads the same YAML configuration (--config FILE) and accepts overrides (--set train.lr=3e-4).
 Run `raysparse COMMAND --help` for the options of one stage."""
