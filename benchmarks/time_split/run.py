@@ -98,6 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--analyzer", default="bigram", choices=["bigram", "kiwi"])
     ap.add_argument("--half-lives", default="30,90,365", help="comma-separated half-lives in days")
     ap.add_argument("--min-title-chars", type=int, default=8, help="shorter titles are not used as queries")
+    ap.add_argument("--systems", default="analyzer,wordpiece", help="term kinds: analyzer and/or wordpiece")
     ap.add_argument("--out", help="write the Markdown results here")
     args = ap.parse_args(argv)
 
@@ -113,53 +114,76 @@ def main(argv: list[str] | None = None) -> int:
         return c["text"].to_pylist(), c["title"].to_pylist(), c["date"].to_pylist()
 
     sides = {"older": side(older), "newer": side(newer)}
-    stats = {
-        name: term_document_frequencies([f"{t} {b}" for b, t, _ in zip(*s, strict=True)], s[2], analyze, "month")
-        for name, s in sides.items()
+
+    def joined(name: str) -> list[str]:
+        texts, titles, _ = sides[name]
+        return [f"{t} {b}" if t else b for b, t in zip(texts, titles, strict=True)]
+
+    windows = {
+        name: term_document_frequencies(joined(name), sides[name][2], analyze, "month").windows for name in sides
     }
     lines = [
         "# Time-split evaluation: time-aware IDF on dated petitions",
         "",
         f"Command: `python3 benchmarks/time_split/run.py --cutoff {cutoff} --analyzer {args.analyzer} "
-        f"--half-lives {args.half_lives}{' --out ' + args.out if args.out else ''}`  ",
+        f"--half-lives {args.half_lives} --systems {args.systems}{' --out ' + args.out if args.out else ''}`  ",
         f"Machine: {platform.machine()}, {platform.system()}, Python {platform.python_version()} (CPU only).  ",
         f"Data: {args.data} ({data.corpus.num_rows} unique petitions); cutoff {cutoff}: older "
-        f"{older.corpus.num_rows} ({', '.join(stats['older'].windows)}), newer {newer.corpus.num_rows} "
-        f"({', '.join(stats['newer'].windows)}).  ",
+        f"{older.corpus.num_rows} ({', '.join(windows['older'])}), newer {newer.corpus.num_rows} "
+        f"({', '.join(windows['newer'])}).  ",
         "Task: known-item search; query = title (titles under "
         f"{args.min_title_chars} characters skipped), target = the petition, index = content only (title not "
-        "indexed), BM25 k1=1.2 b=0.75, "
-        f"{args.analyzer} terms. IDF statistics come from title+content of the *other* period; only the IDF differs "
-        "between rows. p = paired sign-flip permutation test vs plain IDF on per-query nDCG@10 (10,000 rounds).",
+        "indexed), BM25 k1=1.2 b=0.75. IDF statistics come from title+content of the *other* period; only the IDF "
+        "differs between rows of one term kind. Term kinds: `"
+        f"{args.analyzer}` = analyzer terms (BM25 / OpenSearch); `wordpiece` = token ids of a WordPiece tokenizer "
+        "(8,000) trained on the statistics period, the IDF used as inference-free query weights "
+        "(`recency_query_weights`) over a BM25-saturated lexical document side — the inference-free mode without a "
+        "trained document encoder. p = paired sign-flip permutation test vs plain IDF on per-query nDCG@10 "
+        "(10,000 rounds).",
         "",
-        "| setting | system | queries | nDCG@10 | MRR@10 | Δ nDCG@10 vs plain | p |",
-        "|---|---|---:|---:|---:|---:|---:|",
+        "| setting | terms | system | queries | nDCG@10 | MRR@10 | Δ nDCG@10 vs plain | p |",
+        "|---|---|---|---:|---:|---:|---:|---:|",
     ]
-    for setting, stat_side, eval_side in (("(a) stats older → eval newer", "older", "newer"),
-                                          ("(b) stats newer → eval older", "newer", "older")):
-        texts, titles, _ = sides[eval_side]
-        doc_terms = analyze(texts)
-        vocab: dict[str, int] = {}
-        for terms in doc_terms:
-            for t in terms:
-                vocab.setdefault(t, len(vocab))
-        tf_part = bm25_matrix(doc_terms, vocab)
-        keep = [i for i, t in enumerate(titles) if t and len(t.strip()) >= args.min_title_chars]
-        q_terms = analyze([titles[i] for i in keep])
-        systems: list[tuple[str, TimeWeightTable]] = [("plain IDF (other period)", recency_idf(stats[stat_side], None))]
-        for h in half_lives:
-            systems.append((f"recency IDF h={h:g}d (other period)", recency_idf(stats[stat_side], h, cutoff)))
-        systems.append(("in-period IDF (reference)", recency_idf(stats[eval_side], None)))
-        base = None
-        for name, table in systems:
-            nd, rr = evaluate(tf_part, vocab, q_terms, table, keep)
-            if base is None:
-                base = nd
-                delta, p = "—", "—"
+    for kind in args.systems.split(","):
+        for setting, stat_side, eval_side in (("(a) stats older → eval newer", "older", "newer"),
+                                              ("(b) stats newer → eval older", "newer", "older")):
+            if kind == "wordpiece":
+                from raysparse.backbone import train_tokenizer
+                from raysparse.timeweight import tokenizer_analyzer
+
+                kind_analyze = tokenizer_analyzer(train_tokenizer(joined(stat_side), 8000))
             else:
-                delta, p = f"{nd.mean() - base.mean():+.4f}", f"{permutation_p(nd, base):.3f}"
-            lines.append(f"| {setting} | {name} | {len(keep)} | {nd.mean():.4f} | {rr.mean():.4f} | {delta} | {p} |")
-            print(lines[-1], flush=True)
+                kind_analyze = analyze
+            stats = {
+                name: term_document_frequencies(joined(name), sides[name][2], kind_analyze, "month")
+                for name in (stat_side, eval_side)
+            }
+            texts, titles, _ = sides[eval_side]
+            doc_terms = kind_analyze(texts)
+            vocab: dict[str, int] = {}
+            for terms in doc_terms:
+                for t in terms:
+                    vocab.setdefault(t, len(vocab))
+            tf_part = bm25_matrix(doc_terms, vocab)
+            keep = [i for i, t in enumerate(titles) if t and len(t.strip()) >= args.min_title_chars]
+            q_terms = kind_analyze([titles[i] for i in keep])
+            systems = [("plain IDF (other period)", recency_idf(stats[stat_side], None))]
+            for h in half_lives:
+                systems.append((f"recency IDF h={h:g}d (other period)", recency_idf(stats[stat_side], h, cutoff)))
+            systems.append(("in-period IDF (reference)", recency_idf(stats[eval_side], None)))
+            base = None
+            for name, table in systems:
+                nd, rr = evaluate(tf_part, vocab, q_terms, table, keep)
+                if base is None:
+                    base = nd
+                    delta, p = "—", "—"
+                else:
+                    delta, p = f"{nd.mean() - base.mean():+.4f}", f"{permutation_p(nd, base):.3f}"
+                label = args.analyzer if kind == "analyzer" else kind
+                lines.append(
+                    f"| {setting} | {label} | {name} | {len(keep)} | {nd.mean():.4f} | {rr.mean():.4f} | {delta} | {p} |"
+                )
+                print(lines[-1], flush=True)
 
     full = term_document_frequencies(
         [f"{t or ''} {b}" for b, t in zip(data.corpus["text"].to_pylist(), data.corpus["title"].to_pylist(),
