@@ -300,7 +300,7 @@ def main() -> None:
         f"Command: `python benchmarks/scaling.py --docs {args.docs} --queries {args.queries} "
         f"--max-nodes {args.max_nodes} --batch-size {args.batch_size} --repeats {args.repeats} "
         f"--train-steps {args.train_steps} --train-batch {args.train_batch}"
-        + (f" --note {shlex.quote(args.note)}`" if args.note else "`"),
+        + (f' --note "{args.note}"`' if args.note else "`"),
         "",
         f"`uptime` at start: `{uptime_start}`",
         "",
