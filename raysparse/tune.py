@@ -273,7 +273,8 @@ TRIALS_SUBDIR = (
     "trials"  # OUT/trials/<trial_id>/: each trial's run_training out_dir (model/, tensorboard/, ...)
 )
 # Both live under the storage root (ray.storage_path; relative paths are taken from OUT, so the default is OUT/runs):
-TUNE_SUBDIR = "tune"  # ROOT/tune/<name>-sweep/: Tune's experiment dir (result.json, TensorBoard HParams events)
+# ROOT/tune/<name>-sweep/: Tune's experiment dir (result.json, TensorBoard HParams events)
+TUNE_SUBDIR = "tune"
 RAY_TRAIN_SUBDIR = "ray_train"  # ROOT/ray_train/<name>-<trial_id>/: Ray Train checkpoints of every trial
 
 
@@ -295,7 +296,7 @@ class SweepResult:
     report_path: Path
     trials: list[dict[str, Any]]
     failed: list[dict[str, Any]]
-    experiment_dir: Path | None = None
+    experiment_dir: Path | str | None = None  # str for storage URIs
     export_manifest: dict[str, Any] | None = None
 
 
@@ -602,7 +603,10 @@ def run_sweep(
         ),
     )
     results = tuner.fit()
-    experiment_dir = Path(results.experiment_path)
+    # a URI (s3://, gs://) stays a string: Path() would fold its '//'
+    experiment_dir = (
+        results.experiment_path if "://" in str(results.experiment_path) else Path(results.experiment_path)
+    )
     points, failed = _trial_points(results, out, space, metric_key)
     eligible = [p for p in points if p["status"] == "finished"]
     chosen = select_trial(eligible, cfg.tune.flops_budget, quality=space.metric)

@@ -49,3 +49,14 @@ def test_schema_rejects_a_broken_cluster_yaml():
     cfg["available_node_types"]["gpu_worker"]["max_wrokers"] = 4
     with pytest.raises((jsonschema.ValidationError, ValueError)):
         _prepared(cfg)
+
+
+def test_configs_cluster_yaml_loads_and_uses_the_pools_cluster_yaml_offers():
+    """configs/cluster.yaml (the job config the header of cluster.yaml submits) is valid and asks for real pools."""
+    from raysparse.config import load_config
+
+    cfg = load_config(ROOT / "configs" / "cluster.yaml")
+    types = yaml.safe_load((ROOT / "cluster.yaml").read_text())["available_node_types"]
+    assert set(cfg.train.resources) <= set(types["gpu_worker"]["resources"])
+    assert set(cfg.mining.resources) <= set(types["cpu_worker"]["resources"])
+    assert cfg.train.use_gpu and "configs/cluster.yaml" in (ROOT / "cluster.yaml").read_text()

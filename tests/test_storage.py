@@ -129,12 +129,6 @@ def test_training_checkpoints_go_to_storage_path_and_a_second_run_resumes_from_i
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="raysparse/tune.py ignores ray.storage_path: the Tuner's RunConfig uses OUT/tune (tune.py:587) and every "
-    "trial's Ray Train run is forced to OUT/ray_train (tune.py:356); remove this mark when it honours the key",
-)
 def test_tune_sweep_puts_its_storage_under_storage_path(storage_inputs, own_ray, tmp_path):
     from raysparse.config import load_config
     from raysparse.tune import load_search_space, run_sweep
@@ -170,9 +164,7 @@ def test_tune_sweep_puts_its_storage_under_storage_path(storage_inputs, own_ray,
         sentence_pairs=storage_inputs["sentence_pairs"],
         backbone_dir=storage_inputs["backbone"],
     )
-    if (
-        len(result.trials) != 1 or result.best_model_dir is None
-    ):  # not an AssertionError: must not count as xfail
+    if len(result.trials) != 1 or result.best_model_dir is None:
         raise RuntimeError(f"the sweep itself failed: {result.trials} {result.failed}")
     experiment_state = list(nfs.rglob("experiment_state-*.json")) if nfs.exists() else []
     trial_checkpoints = list(nfs.rglob("checkpoint_*/trainer_state.json")) if nfs.exists() else []
