@@ -193,9 +193,13 @@ class OpenSearchConfig(_Section):
 class CorpusConfig(_Section):
     """Corpus builders (``raysparse corpus``): Wikipedia dumps and dated corpora -> passages (raysparse.corpus)."""
 
-    passage_max_chars: int = Field(default=1000, ge=50)  # passages are packed from paragraphs/sentences up to this
+    passage_max_chars: int = Field(
+        default=1000, ge=50
+    )  # passages are packed from paragraphs/sentences up to this
     passage_min_chars: int = Field(default=40, ge=0)  # shorter passages are dropped and counted
-    cache_dir: str = "cache/corpus"  # parsed dumps: <cache_dir>/<inputs sha256>-<config hash>/passages.parquet
+    cache_dir: str = (
+        "cache/corpus"  # parsed dumps: <cache_dir>/<inputs sha256>-<config hash>/passages.parquet
+    )
     namespaces: list[int] = Field(default_factory=lambda: [0])  # MediaWiki namespaces kept (0 = articles)
     skip_disambiguation: bool = True
     disambiguation_templates: list[str] = Field(
@@ -204,12 +208,25 @@ class CorpusConfig(_Section):
     # sections dropped whole (navigation and references, not prose)
     drop_sections: list[str] = Field(
         default_factory=lambda: [
-            "같이 보기", "각주", "외부 링크", "참고 문헌", "참고 자료", "출처", "각주 및 참고 문헌",
-            "See also", "References", "External links", "Further reading", "Notes", "Bibliography",
+            "같이 보기",
+            "각주",
+            "외부 링크",
+            "참고 문헌",
+            "참고 자료",
+            "출처",
+            "각주 및 참고 문헌",
+            "See also",
+            "References",
+            "External links",
+            "Further reading",
+            "Notes",
+            "Bibliography",
         ]
     )
     lang: str | None = None  # passage language; None = the dump's xml:lang, else detected per passage
-    num_workers: int | None = Field(default=None, ge=1)  # Ray Data concurrency over shards; None = one per shard
+    num_workers: int | None = Field(
+        default=None, ge=1
+    )  # Ray Data concurrency over shards; None = one per shard
 
 
 class GenerateConfig(_Section):
@@ -298,18 +315,24 @@ class SynonymsConfig(_Section):
 
     # aligned sentence-pair files (augment's readers); empty = augment.parallel_text
     parallel_text: list[str] = Field(default_factory=list)
-    max_pairs_per_file: int = Field(default=3000, ge=1)  # first N pairs of each file: no file drowns the others
+    max_pairs_per_file: int = Field(
+        default=3000, ge=1
+    )  # first N pairs of each file: no file drowns the others
     min_term_count: int = Field(default=3, ge=1)  # sentence pairs a term must occur in to be a candidate
     max_terms: int = Field(default=3000, ge=1)  # most frequent terms per language
     max_term_pieces: int = Field(default=3, ge=1)  # longer terms are split too finely to be scored reliably
     korean_tags: list[str] = Field(default_factory=lambda: ["NNG", "NNP", "VV", "VA", "XR"])  # Kiwi tags
-    activation_threshold: float = Field(default=0.5, ge=0.0)  # a term is active in a sentence above this weight
+    activation_threshold: float = Field(
+        default=0.5, ge=0.0
+    )  # a term is active in a sentence above this weight
     min_cooccurrence: int = Field(default=2, ge=1)  # co-activation pairs seen fewer times score 0
     weights: dict[Literal["activation", "coactivation", "embedding"], float] = Field(
         default_factory=lambda: {"activation": 0.45, "coactivation": 0.45, "embedding": 0.1}
     )
     threshold: float = Field(default=0.15, ge=0.0, le=1.0)  # minimum combined score of an emitted pair
-    cap_per_term: int = Field(default=3, ge=1)  # at most this many translations per Korean and per English term
+    cap_per_term: int = Field(
+        default=3, ge=1
+    )  # at most this many translations per Korean and per English term
     eval_k: list[int] = Field(default_factory=lambda: [1, 5, 10])
     batch_size: int = Field(default=64, ge=1)
 

@@ -639,7 +639,11 @@ def recency_query(
         "function_score": {
             "query": dict(query),
             "functions": [
-                {decay: {date_field: {"origin": origin, "scale": scale, "offset": offset, "decay": decay_value}}}
+                {
+                    decay: {
+                        date_field: {"origin": origin, "scale": scale, "offset": offset, "decay": decay_value}
+                    }
+                }
             ],
             "score_mode": "multiply",
             "boost_mode": "multiply",
@@ -791,7 +795,9 @@ def search_run(
             ]
             sparse_lists = [_hit_scores(h) for h in _msearch(client, index, bodies)]
         if mode in ("bm25", "hybrid"):
-            bodies = [{"size": size, "_source": False, "query": wrap(bm25_query(t, bm25_analyzer))} for t in texts]
+            bodies = [
+                {"size": size, "_source": False, "query": wrap(bm25_query(t, bm25_analyzer))} for t in texts
+            ]
             bm25_lists = [_hit_scores(h) for h in _msearch(client, index, bodies)]
         for i, (qid, _) in enumerate(chunk):
             if mode == "sparse":

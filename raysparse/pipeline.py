@@ -200,7 +200,9 @@ def run_pipeline(cfg: RaySparseConfig, force: bool = False) -> PipelineResult:
             info["query_weights"] = "recency_idf"
         return {"backbone_dir": str(path), **info}
 
-    time_prior = cfg.time.enabled and cfg.time.use_as_training_prior and cfg.model.query_mode == "inference_free"
+    time_prior = (
+        cfg.time.enabled and cfg.time.use_as_training_prior and cfg.model.query_mode == "inference_free"
+    )
     backbone_key = [data_key, bilingual_key, cfg.model.model_dump()]
     if time_prior:
         backbone_key.append(cfg.time.model_dump())  # only then: existing backbone caches stay valid
@@ -340,8 +342,12 @@ def _attach_recency_query_weights(model_path: str, cfg: RaySparseConfig, data: A
     )
     encoder = SparseEncoder.from_pretrained(model_path, query_mode="inference_free", query_weights=weights)
     encoder.save_pretrained(out_dir)
-    log.info("recency IDF query weights (half-life %s d) from %d documents -> %s",
-             tc.half_life_days, corpus.num_rows, out_dir)
+    log.info(
+        "recency IDF query weights (half-life %s d) from %d documents -> %s",
+        tc.half_life_days,
+        corpus.num_rows,
+        out_dir,
+    )
     return str(out_dir)
 
 

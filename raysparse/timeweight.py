@@ -143,7 +143,9 @@ def term_document_frequencies(
     seconds = np.zeros(len(windows), dtype=np.float64)
     epoch = datetime(1970, 1, 1)
     dated = [i for i, lab in enumerate(labels) if lab is not None]
-    for start in tqdm(range(0, len(dated), batch_size), desc="term df", disable=len(dated) < 5000, leave=False):
+    for start in tqdm(
+        range(0, len(dated), batch_size), desc="term df", disable=len(dated) < 5000, leave=False
+    ):
         chunk = dated[start : start + batch_size]
         for i, terms in zip(chunk, analyze([texts[i] for i in chunk]), strict=True):
             w = w_index[labels[i]]
@@ -209,7 +211,9 @@ class TimeWeightTable:
         out = np.full(vocab_size, self.unseen_idf, dtype=np.float32)
         for t, v in zip(self.terms, self.idf, strict=True):
             if not t.isdigit():
-                raise ValueError(f"term {t!r} is not a token id: build the table with a tokenizer for vectors")
+                raise ValueError(
+                    f"term {t!r} is not a token id: build the table with a tokenizer for vectors"
+                )
             if int(t) < vocab_size:
                 out[int(t)] = v
         out[list(special_ids)] = 0.0
@@ -228,7 +232,9 @@ class TimeWeightTable:
         )
         pq.write_table(table, out / TABLE_FILE)
         meta = {**self.meta, "n_eff": self.n_eff, "num_terms": len(self.terms)}
-        (out / META_FILE).write_text(json.dumps(meta, ensure_ascii=False, indent=2, default=str), encoding="utf-8")
+        (out / META_FILE).write_text(
+            json.dumps(meta, ensure_ascii=False, indent=2, default=str), encoding="utf-8"
+        )
         return out
 
     @classmethod
@@ -269,8 +275,10 @@ def recency_idf(
         "half_life_days": decay_half_life,
         "reference_date": ref.isoformat(),
         "period": stats.period,
-        "windows": {w: {"documents": int(n), "decay": float(d)} for w, n, d in zip(
-            stats.windows, stats.docs, decay, strict=True)},
+        "windows": {
+            w: {"documents": int(n), "decay": float(d)}
+            for w, n, d in zip(stats.windows, stats.docs, decay, strict=True)
+        },
         "undated": stats.undated,
         "formula": "idf = log(1 + (N_eff - df_eff + 0.5) / (df_eff + 0.5)), counts weighted 2^(-|ref-centre|/h)",
     }

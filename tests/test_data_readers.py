@@ -511,7 +511,9 @@ def test_parquet_in_corpus_schema_reads_doc_id_without_setting_id_field(tmp_path
     # What the corpus builders and dated splits write: CORPUS columns, ids under doc_id, not the default "id".
     path = tmp_path / "passages.parquet"
     pq.write_table(
-        pa.table({"doc_id": ["p1-0", "p1-1"], "title": ["검색", "검색"], "text": ["검색 모델", "search model"]}),
+        pa.table(
+            {"doc_id": ["p1-0", "p1-1"], "title": ["검색", "검색"], "text": ["검색 모델", "search model"]}
+        ),
         path,
     )
     data = read_parquet(path)

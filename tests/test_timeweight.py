@@ -129,8 +129,12 @@ def test_rising_terms_on_real_petitions_really_rise(petitions):
     analyzed = __import__("raysparse.analyzers", fromlist=["x"]).bigram_analyzer(texts)
     months = [d.strftime("%Y-%m") for d in dates]
     for r in rows:
-        recent = sum(1 for terms, m in zip(analyzed, months, strict=True) if m == "2019-08" and r["term"] in terms)
-        past = sum(1 for terms, m in zip(analyzed, months, strict=True) if m == "2019-04" and r["term"] in terms)
+        recent = sum(
+            1 for terms, m in zip(analyzed, months, strict=True) if m == "2019-08" and r["term"] in terms
+        )
+        past = sum(
+            1 for terms, m in zip(analyzed, months, strict=True) if m == "2019-04" and r["term"] in terms
+        )
         assert (recent, past) == (r["recent_df"], r["past_df"])
         assert recent >= 10
         assert recent / n_recent > past / n_past
@@ -160,11 +164,23 @@ def test_recency_query_weights_for_token_ids(petitions, tmp_path):
 def test_cli_writes_table_and_rising_terms(shared_data, tmp_path):
     out = tmp_path / "tw"
     proc = subprocess.run(
-        [sys.executable, str(REPO / "jobs" / "time_weights.py"),
-         "--corpus", str(shared_data / "corpora" / "petitions-dated" / "petitions_2019-07"),
-         "--corpus", str(shared_data / "corpora" / "petitions-dated" / "petitions_2019-08"),
-         "--out", str(out), "--half-life", "30", "--top-k", "5"],
-        capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            str(REPO / "jobs" / "time_weights.py"),
+            "--corpus",
+            str(shared_data / "corpora" / "petitions-dated" / "petitions_2019-07"),
+            "--corpus",
+            str(shared_data / "corpora" / "petitions-dated" / "petitions_2019-08"),
+            "--out",
+            str(out),
+            "--half-life",
+            "30",
+            "--top-k",
+            "5",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     table = TimeWeightTable.load(out)
@@ -199,7 +215,9 @@ def test_pipeline_attaches_recency_query_weights(petitions, tmp_path, shared_dat
     from raysparse.corpus.dated import read_dated_source
 
     c = read_dated_source(corpus).corpus
-    expect = recency_query_weights(tok, c["text"].to_pylist(), c["date"].to_pylist(), 10.0, vocab_size=len(tok))
+    expect = recency_query_weights(
+        tok, c["text"].to_pylist(), c["date"].to_pylist(), 10.0, vocab_size=len(tok)
+    )
     np.testing.assert_allclose(model.query_weights.detach().numpy(), expect.numpy(), rtol=1e-6)
     enc = model.encode(["일본 불매 운동"], is_query=True)[0]
     ids = tok("일본 불매 운동", add_special_tokens=False)["input_ids"]

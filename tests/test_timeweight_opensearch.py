@@ -39,10 +39,16 @@ def test_recency_switch_follows_config():
         recency_query({"match_all": {}}, decay="cubic")
 
 
-def test_recency_function_score_orders_newer_first_and_matches_the_formula(client, index_name, dated_petitions):
+def test_recency_function_score_orders_newer_first_and_matches_the_formula(
+    client, index_name, dated_petitions
+):
     # The same real petition text three times with different dates (equal BM25 scores), plus 29 other petitions.
     base = dated_petitions[0]
-    dates = {"copy-old": datetime(2019, 6, 1), "copy-mid": datetime(2019, 7, 16), "copy-new": datetime(2019, 8, 31)}
+    dates = {
+        "copy-old": datetime(2019, 6, 1),
+        "copy-mid": datetime(2019, 7, 16),
+        "copy-new": datetime(2019, 8, 31),
+    }
     copies = [{**base, "doc_id": doc_id, "date": d} for doc_id, d in dates.items()]
     rows = copies + dated_petitions[1:]
     create_index(client, index_name, index_mapping(with_date=True))
@@ -58,7 +64,11 @@ def test_recency_function_score_orders_newer_first_and_matches_the_formula(clien
     decayed = search_run(client, index_name, query, mode="bm25", size=10, recency=recency)["q"]
     ranked = sorted(decayed, key=lambda d: -decayed[d])
     copy_order = [d for d in ranked if d in dates]
-    assert copy_order == ["copy-new", "copy-mid", "copy-old"]  # documented direction: newer first among equals
+    assert copy_order == [
+        "copy-new",
+        "copy-mid",
+        "copy-old",
+    ]  # documented direction: newer first among equals
     origin = datetime(2019, 8, 31)
     for doc_id, when in dates.items():
         age_days = (origin - when).days
@@ -69,4 +79,6 @@ def test_recency_function_score_orders_newer_first_and_matches_the_formula(clien
         client, index_name, query, mode="bm25", size=50, recency={**recency, "decay": "gauss"}
     )["q"]
     age = (origin - dates["copy-old"]).days
-    assert gauss["copy-old"] == pytest.approx(plain["copy-old"] * decay ** ((age / scale_days) ** 2), rel=1e-4)
+    assert gauss["copy-old"] == pytest.approx(
+        plain["copy-old"] * decay ** ((age / scale_days) ** 2), rel=1e-4
+    )

@@ -43,7 +43,9 @@ from raysparse.timeweight import (  # noqa: E402
 )
 
 
-def bm25_matrix(doc_terms: list[list[str]], vocab: dict[str, int], k1: float = 1.2, b: float = 0.75) -> sp.csc_matrix:
+def bm25_matrix(
+    doc_terms: list[list[str]], vocab: dict[str, int], k1: float = 1.2, b: float = 0.75
+) -> sp.csc_matrix:
     """(docs x vocab) BM25 term-frequency saturation part ``tf (k1 + 1) / (tf + k1 (1 - b + b dl/avgdl))``."""
     rows, cols, vals = [], [], []
     lengths = np.array([len(t) for t in doc_terms], dtype=np.float64)
@@ -61,8 +63,12 @@ def bm25_matrix(doc_terms: list[list[str]], vocab: dict[str, int], k1: float = 1
 
 
 def evaluate(
-    tf_part: sp.csc_matrix, vocab: dict[str, int], query_terms: list[list[str]], idf: dict[str, float] | TimeWeightTable,
-    targets: list[int], k: int = 10,
+    tf_part: sp.csc_matrix,
+    vocab: dict[str, int],
+    query_terms: list[list[str]],
+    idf: dict[str, float] | TimeWeightTable,
+    targets: list[int],
+    k: int = 10,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Per-query nDCG@k and MRR@k (one relevant document; ties: score desc, doc index asc)."""
     ndcg, mrr = np.zeros(len(targets)), np.zeros(len(targets))
@@ -120,7 +126,8 @@ def main(argv: list[str] | None = None) -> int:
         return [f"{t} {b}" if t else b for b, t in zip(texts, titles, strict=True)]
 
     windows = {
-        name: term_document_frequencies(joined(name), sides[name][2], analyze, "month").windows for name in sides
+        name: term_document_frequencies(joined(name), sides[name][2], analyze, "month").windows
+        for name in sides
     }
     lines = [
         "# Time-split evaluation: time-aware IDF on dated petitions",
@@ -145,8 +152,10 @@ def main(argv: list[str] | None = None) -> int:
         "|---|---|---|---:|---:|---:|---:|---:|",
     ]
     for kind in args.systems.split(","):
-        for setting, stat_side, eval_side in (("(a) stats older → eval newer", "older", "newer"),
-                                              ("(b) stats newer → eval older", "newer", "older")):
+        for setting, stat_side, eval_side in (
+            ("(a) stats older → eval newer", "older", "newer"),
+            ("(b) stats newer → eval older", "newer", "older"),
+        ):
             if kind == "wordpiece":
                 from raysparse.backbone import train_tokenizer
                 from raysparse.timeweight import tokenizer_analyzer
@@ -169,7 +178,9 @@ def main(argv: list[str] | None = None) -> int:
             q_terms = kind_analyze([titles[i] for i in keep])
             systems = [("plain IDF (other period)", recency_idf(stats[stat_side], None))]
             for h in half_lives:
-                systems.append((f"recency IDF h={h:g}d (other period)", recency_idf(stats[stat_side], h, cutoff)))
+                systems.append(
+                    (f"recency IDF h={h:g}d (other period)", recency_idf(stats[stat_side], h, cutoff))
+                )
             systems.append(("in-period IDF (reference)", recency_idf(stats[eval_side], None)))
             base = None
             for name, table in systems:
@@ -186,9 +197,13 @@ def main(argv: list[str] | None = None) -> int:
                 print(lines[-1], flush=True)
 
     full = term_document_frequencies(
-        [f"{t or ''} {b}" for b, t in zip(data.corpus["text"].to_pylist(), data.corpus["title"].to_pylist(),
-                                           strict=True)],
-        data.corpus["date"].to_pylist(), analyze, "month",
+        [
+            f"{t or ''} {b}"
+            for b, t in zip(data.corpus["text"].to_pylist(), data.corpus["title"].to_pylist(), strict=True)
+        ],
+        data.corpus["date"].to_pylist(),
+        analyze,
+        "month",
     )
     lines += [
         "",
@@ -202,7 +217,9 @@ def main(argv: list[str] | None = None) -> int:
         "|---|---:|---|",
     ]
     for w, rows in rising_terms_per_window(full, min_count=5, min_z=3.0, top_k=10).items():
-        cells = ", ".join(f"{r['term']} ({r['score']:.2f}, {r['z']:.1f}, {r['recent_df']}/{r['past_df']})" for r in rows)
+        cells = ", ".join(
+            f"{r['term']} ({r['score']:.2f}, {r['z']:.1f}, {r['recent_df']}/{r['past_df']})" for r in rows
+        )
         lines.append(f"| {w} | {int(full.docs[full.windows.index(w)])} | {cells} |")
     lines += ["", f"Wall time: {time.perf_counter() - t0:.0f} s."]
     text = "\n".join(lines) + "\n"

@@ -26,15 +26,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         ),
     )
     parser.add_argument(
-        "--corpus", action="append", metavar="PATH",
+        "--corpus",
+        action="append",
+        metavar="PATH",
         help="dated corpus file or directory (repeatable; default: time.corpus)",
     )
     parser.add_argument("--out", metavar="DIR", help="output directory (default: <output_dir>/time_weights)")
     parser.add_argument("--date-field", metavar="NAME", help="time.date_field (JSON lines; petitions: begin)")
-    parser.add_argument("--text-field", metavar="NAME", help="time.text_field (JSON lines; petitions: content)")
+    parser.add_argument(
+        "--text-field", metavar="NAME", help="time.text_field (JSON lines; petitions: content)"
+    )
     parser.add_argument("--period", choices=["day", "week", "month", "year"], help="time.period")
     parser.add_argument("--half-life", type=float, metavar="DAYS", help="time.half_life_days")
-    parser.add_argument("--reference-date", metavar="YYYY-MM-DD", help="time.reference_date (default: newest)")
+    parser.add_argument(
+        "--reference-date", metavar="YYYY-MM-DD", help="time.reference_date (default: newest)"
+    )
     parser.add_argument("--analyzer", choices=["kiwi", "bigram"], help="time.analyzer")
     parser.add_argument("--top-k", type=int, metavar="K", help="time.rising_top_k: rising terms per window")
     add_config_args(parser)
@@ -96,6 +102,8 @@ def run(args: argparse.Namespace) -> int:
         rows = rising.get(window)
         terms = ", ".join(f"{r['term']}({r['recent_df']}/{r['past_df']})" for r in rows or [])
         print(f"{window}  {int(n):6d} docs  {'(first window)' if rows is None else terms or '-'}")
-    print(f"wrote {out / 'time_weights.parquet'}, {out / 'time_weights.json'}, {out / 'rising_terms.json'} "
-          f"({len(table.terms)} terms, N_eff={table.n_eff:.1f})")
+    print(
+        f"wrote {out / 'time_weights.parquet'}, {out / 'time_weights.json'}, {out / 'rising_terms.json'} "
+        f"({len(table.terms)} terms, N_eff={table.n_eff:.1f})"
+    )
     return 0
