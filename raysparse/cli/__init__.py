@@ -11,6 +11,7 @@ import argparse
 import importlib
 import pkgutil
 import sys
+from collections.abc import Iterable
 
 from raysparse import __version__
 from raysparse.config import ConfigError
@@ -62,6 +63,37 @@ def config_from_args(args: argparse.Namespace, extra_overrides: list[str] | None
     return load_config(
         getattr(args, "config", None), [*(extra_overrides or []), *getattr(args, "overrides", [])]
     )
+
+
+DATA_FORMATS = ("sample", "beir", "squad", "msmarco", "jsonl", "parquet", "prototype")
+
+
+def add_data_source_args(parser: argparse.ArgumentParser, title: str, beir_help: str) -> None:
+    """``--beir DIR`` or ``--data-format F --data-path P``: where a stage reads its collection (see
+    :func:`data_source_overrides`)."""
+    source = parser.add_argument_group(title)
+    source.add_argument("--beir", metavar="DIR", help=beir_help)
+    source.add_argument(
+        "--data-format",
+        choices=DATA_FORMATS,
+        help="any format raysparse.data.load_source reads (sets data.format)",
+    )
+    source.add_argument(
+        "--data-path", metavar="PATH", help="file or directory for --data-format (sets data.path)"
+    )
+
+
+def flag_overrides(args: argparse.Namespace, section: str, flags: Iterable[tuple[str, str]]) -> list[str]:
+    """Flags that are shorthands for ``section.key`` config keys, as dotted overrides; unset flags are left out.
+
+    ``--set`` overrides are applied after these, so they win.
+    """
+    overrides = []
+    for flag, key in flags:
+        value = getattr(args, flag)
+        if value is not None:
+            overrides.append(f"{section}.{key}={value}")
+    return overrides
 
 
 def data_source_overrides(args: argparse.Namespace) -> list[str]:

@@ -8,12 +8,12 @@ import logging
 import sys
 from pathlib import Path
 
-from raysparse.cli import add_config_args, config_from_args
+from raysparse.cli import add_config_args, config_from_args, flag_overrides
 
 _WIKI_DESCRIPTION = """\
 Turn Wikipedia into passages in the corpus schema (doc_id, title, text, date, lang + page_id, passage_no, section,
 content_hash) as one Parquet file that `raysparse mine`, `generate-queries` and training read as they are
-(data.format=parquet, data.id_field=doc_id).
+(data.format=parquet; the doc_id column is recognised without data.id_field).
 
 Inputs (files or directories, any mix; every file is one shard):
   MediaWiki XML dumps      kowiki-YYYYMMDD-pages-articles.xml.bz2, -multistream.xml.bz2, or the split shards
@@ -38,7 +38,7 @@ Examples:
   raysparse corpus wikipedia dumps/kowiki-20240101-pages-articles-multistream.xml.bz2 \\
       --checksums dumps/kowiki-20240101-sha1sums.txt --out outputs/kowiki
   raysparse corpus wikipedia extracted/ --max-chars 600 --no-ray --out outputs/kowiki-small
-  raysparse mine --data-format parquet --data-path outputs/kowiki/passages.parquet --set data.id_field=doc_id
+  raysparse mine --data-format parquet --data-path outputs/kowiki/passages.parquet
   raysparse mine --beir outputs/kowiki/beir      # with --title-queries: titles as (weak) queries"""
 
 _DATED_DESCRIPTION = """\
@@ -146,15 +146,16 @@ def run_wikipedia(args: argparse.Namespace) -> int:
     from raysparse.data.errors import DataFormatError
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    overrides = []
-    for flag, key in (
-        ("cache_dir", "cache_dir"),
-        ("max_chars", "passage_max_chars"),
-        ("min_chars", "passage_min_chars"),
-        ("workers", "num_workers"),
-    ):
-        if getattr(args, flag) is not None:
-            overrides.append(f"corpus.{key}={getattr(args, flag)}")
+    overrides = flag_overrides(
+        args,
+        "corpus",
+        (
+            ("cache_dir", "cache_dir"),
+            ("max_chars", "passage_max_chars"),
+            ("min_chars", "passage_min_chars"),
+            ("workers", "num_workers"),
+        ),
+    )
     if args.namespaces:
         overrides.append(f"corpus.namespaces=[{','.join(map(str, args.namespaces))}]")
     if args.keep_disambiguation:

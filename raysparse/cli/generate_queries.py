@@ -7,7 +7,13 @@ import logging
 import sys
 import textwrap
 
-from raysparse.cli import add_config_args, config_from_args, data_source_overrides
+from raysparse.cli import (
+    add_config_args,
+    add_data_source_args,
+    config_from_args,
+    data_source_overrides,
+    flag_overrides,
+)
 
 EPILOG = """\
 A real model server is needed: nothing here runs a language model. Start one, then point --url at it.
@@ -96,15 +102,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar="DIR",
         help="generate.round_trip_model (a trained model, --round-trip model)",
     )
-    source = parser.add_argument_group("passages (default: data.format/data.path of the config)")
-    source.add_argument("--beir", metavar="DIR", help="a BEIR directory (its corpus.jsonl is used)")
-    source.add_argument(
-        "--data-format",
-        choices=["sample", "beir", "squad", "msmarco", "jsonl", "parquet", "prototype"],
-        help="any format raysparse.data.load_source reads (sets data.format)",
-    )
-    source.add_argument(
-        "--data-path", metavar="PATH", help="file or directory for --data-format (sets data.path)"
+    add_data_source_args(
+        parser,
+        "passages (default: data.format/data.path of the config)",
+        "a BEIR directory (its corpus.jsonl is used)",
     )
     parser.add_argument("--out", metavar="DIR", help="output directory (default: <output_dir>/generated)")
     parser.add_argument(
@@ -137,40 +138,14 @@ _FLAGS = (
 
 def overrides_from_args(args: argparse.Namespace) -> list[str]:
     """The command's flags as dotted config overrides (``--set`` still wins, it is applied last)."""
-    overrides = data_source_overrides(args)
-    for flag, key in _FLAGS:
-        value = getattr(args, flag)
-        if value is not None:
-            overrides.append(f"generate.{key}={value}")
-    return overrides
-
-
-def corpus_parquet_overrides(args: argparse.Namespace) -> list[str]:
-    """Parquet in the CORPUS schema (what ``raysparse corpus`` writes) has ``doc_id``, not the reader's default
-    ``id``: use it unless the user chose an id field."""
-    from pathlib import Path
-
-    if (
-        args.data_format != "parquet"
-        or not args.data_path
-        or any(o.startswith("data.id_field=") for o in args.overrides)
-    ):
-        return []
-    path = Path(args.data_path)
-    files = sorted(path.rglob("*.parquet")) if path.is_dir() else [path]
-    if not files or not files[0].is_file():
-        return []  # load_source names the missing file
-    import pyarrow.parquet as pq
-
-    names = pq.read_schema(files[0]).names
-    return ["data.id_field=doc_id"] if "doc_id" in names and "id" not in names else []
+    return data_source_overrides(args) + flag_overrides(args, "generate", _FLAGS)
 
 
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    cfg = config_from_args(args, overrides_from_args(args) + corpus_parquet_overrides(args))
+    cfg = config_from_args(args, overrides_from_args(args))
     gcfg = cfg.generate
     if not gcfg.model:
         print("raysparse generate-queries: --model (generate.model) is required", file=sys.stderr)

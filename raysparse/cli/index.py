@@ -7,7 +7,7 @@ import json
 import logging
 import sys
 
-from raysparse.cli import add_config_args, config_from_args, data_source_overrides
+from raysparse.cli import add_config_args, add_data_source_args, config_from_args, data_source_overrides
 from raysparse.config import ConfigError
 
 
@@ -32,12 +32,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         action="store_true",
         help="no model: index model-free lexical term weights (raysparse.opensearch.lexical_term_weights)",
     )
-    source = parser.add_argument_group("data (default: data.format/data.path of the config)")
-    source.add_argument(
-        "--beir", metavar="DIR", help="a BEIR directory (corpus.jsonl, queries.jsonl, qrels/)"
+    add_data_source_args(
+        parser,
+        "data (default: data.format/data.path of the config)",
+        "a BEIR directory (corpus.jsonl, queries.jsonl, qrels/)",
     )
-    source.add_argument("--data-format", help="any format raysparse.data.load_source reads (data.format)")
-    source.add_argument("--data-path", metavar="PATH", help="file or directory for --data-format (data.path)")
     parser.add_argument(
         "--bm25-analyzer",
         choices=["bigram", "kiwi"],

@@ -6,7 +6,13 @@ import argparse
 import logging
 import sys
 
-from raysparse.cli import add_config_args, config_from_args, data_source_overrides
+from raysparse.cli import (
+    add_config_args,
+    add_data_source_args,
+    config_from_args,
+    data_source_overrides,
+    flag_overrides,
+)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -20,17 +26,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "this process with identical output. Flags are shorthands for config keys (mining.*, data.*)."
         ),
     )
-    source = parser.add_argument_group("data (default: data.format/data.path of the config)")
-    source.add_argument(
-        "--beir", metavar="DIR", help="a BEIR directory (corpus.jsonl, queries.jsonl, qrels/*.tsv)"
-    )
-    source.add_argument(
-        "--data-format",
-        choices=["sample", "beir", "squad", "msmarco", "jsonl", "parquet", "prototype"],
-        help="any format raysparse.data.load_source reads (sets data.format)",
-    )
-    source.add_argument(
-        "--data-path", metavar="PATH", help="file or directory for --data-format (sets data.path)"
+    add_data_source_args(
+        parser,
+        "data (default: data.format/data.path of the config)",
+        "a BEIR directory (corpus.jsonl, queries.jsonl, qrels/*.tsv)",
     )
     parser.add_argument("--out", metavar="DIR", help="output directory (default: <output_dir>/mined)")
     parser.add_argument("--analyzer", choices=["kiwi", "bigram", "hf"], help="mining.analyzer")
@@ -46,16 +45,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def overrides_from_args(args: argparse.Namespace) -> list[str]:
     """Translate the command's flags into dotted config overrides (``--set`` still wins, it is applied last)."""
     overrides = data_source_overrides(args)
-    for flag, key in (
-        ("analyzer", "analyzer"),
-        ("hf_tokenizer", "hf_tokenizer"),
-        ("top_k", "top_k"),
-        ("hard", "num_hard_negatives"),
-        ("random", "num_random_negatives"),
-    ):
-        value = getattr(args, flag)
-        if value is not None:
-            overrides.append(f"mining.{key}={value}")
+    overrides += flag_overrides(
+        args,
+        "mining",
+        (
+            ("analyzer", "analyzer"),
+            ("hf_tokenizer", "hf_tokenizer"),
+            ("top_k", "top_k"),
+            ("hard", "num_hard_negatives"),
+            ("random", "num_random_negatives"),
+        ),
+    )
     return overrides
 
 

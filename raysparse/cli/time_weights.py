@@ -7,7 +7,7 @@ import json
 import logging
 import sys
 
-from raysparse.cli import add_config_args, config_from_args
+from raysparse.cli import add_config_args, config_from_args, flag_overrides
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -48,20 +48,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def overrides_from_args(args: argparse.Namespace) -> list[str]:
-    overrides = []
-    for flag, key in (
-        ("date_field", "date_field"),
-        ("text_field", "text_field"),
-        ("period", "period"),
-        ("half_life", "half_life_days"),
-        ("reference_date", "reference_date"),
-        ("analyzer", "analyzer"),
-        ("top_k", "rising_top_k"),
-    ):
-        value = getattr(args, flag)
-        if value is not None:
-            overrides.append(f"time.{key}={value}")
-    return overrides
+    return flag_overrides(
+        args,
+        "time",
+        (
+            ("date_field", "date_field"),
+            ("text_field", "text_field"),
+            ("period", "period"),
+            ("half_life", "half_life_days"),
+            ("reference_date", "reference_date"),
+            ("analyzer", "analyzer"),
+            ("top_k", "rising_top_k"),
+        ),
+    )
 
 
 def run(args: argparse.Namespace) -> int:
