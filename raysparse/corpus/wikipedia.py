@@ -40,7 +40,7 @@ import pyarrow.parquet as pq
 
 from raysparse.config import CorpusConfig
 from raysparse.corpus.wikitext import CLEANER_VERSION, clean_wikitext, split_passages
-from raysparse.data.common import detect_lang, get_field, normalize_text, parse_date
+from raysparse.data.common import detect_lang, get_field, iter_jsonl, normalize_text, parse_date
 from raysparse.data.errors import DataFormatError
 from raysparse.schemas import CORPUS, QRELS, QUERIES, ReadReport, RetrievalData
 
@@ -276,23 +276,13 @@ def iter_xml_pages(path: Path) -> Iterator[Page]:
 def iter_extractor_json(path: Path) -> Iterator[Page]:
     """WikiExtractor ``--json`` lines; a line that is not a JSON object or lacks a field raises naming file/line."""
     try:
-        with _open_text(path) as fh:
-            for line_no, line in enumerate(fh, 1):
-                if not line.strip():
-                    continue
-                where = f"{path} line {line_no}"
-                try:
-                    rec = json.loads(line)
-                except json.JSONDecodeError as err:
-                    raise DataFormatError(f"{where}: invalid JSON at column {err.colno}: {err.msg}") from None
-                if not isinstance(rec, dict):
-                    raise DataFormatError(f"{where}: expected a JSON object, got {type(rec).__name__}")
-                yield Page(
-                    page_id=get_field(rec, "id", where),
-                    title=get_field(rec, "title", where),
-                    text=get_field(rec, "text", where),
-                    markup=False,
-                )
+        for where, rec in iter_jsonl(path):
+            yield Page(
+                page_id=get_field(rec, "id", where),
+                title=get_field(rec, "title", where),
+                text=get_field(rec, "text", where),
+                markup=False,
+            )
     except UnicodeDecodeError as err:
         raise DataFormatError(f"{path}: not UTF-8 text ({err.reason})") from None
     except (OSError, EOFError) as err:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import bz2
 import hashlib
 import json
 import logging
@@ -70,9 +71,11 @@ def load_json(path: Path) -> Any:
 def iter_jsonl(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
     """Yield ``("<file> line N", object)`` for each non-blank line; bad lines raise naming file and line.
 
-    ``utf-8-sig`` so that files saved by Windows editors (with a byte-order mark) read like any other.
+    ``utf-8-sig`` so that files saved by Windows editors (with a byte-order mark) read like any other; ``.bz2``
+    files are decompressed as they stream (WikiExtractor's compressed output, archived dumps).
     """
-    with path.open(encoding="utf-8-sig") as fh:
+    compressed = path.suffix == ".bz2"
+    with bz2.open(path, "rt", encoding="utf-8-sig") if compressed else path.open(encoding="utf-8-sig") as fh:
         line_no = 0
         while True:
             try:
