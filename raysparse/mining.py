@@ -678,70 +678,12 @@ class _MinerActor:
         return triples_table(mine_batch(self.index, batch, self.cfg))
 
 
-PLACEMENT_WAIT_ENV = "RAYSPARSE_PLACEMENT_WAIT_S"  # seconds to wait for an autoscaler to add a matching node
-
-
-def _nodes_with(resources: Mapping[str, float]) -> list[dict[str, Any]]:
-    """Alive nodes that can host one worker asking for ``resources`` (every key, at least the amount)."""
-    import ray
-
-    return [
-        n
-        for n in ray.nodes()
-        if n.get("Alive") and all(n.get("Resources", {}).get(k, 0.0) >= v for k, v in resources.items())
-    ]
-
-
-def check_placement(
-    resources: Mapping[str, float], key: str, wait_s: float | None = None
-) -> list[dict[str, Any]]:
-    """The alive nodes that satisfy ``resources`` (custom Ray resources per worker); raise if there are none.
-
-    Ray queues an actor or Train worker whose resources no node has forever (Ray Data and Ray Train only log
-    warnings), so an impossible placement is checked up front. On an autoscaling cluster whose worker groups
-    start at zero nodes (cluster.yaml, deploy/kuberay), a matching node appears only once work asks for it: there
-    ``wait_s`` (default ``$RAYSPARSE_PLACEMENT_WAIT_S``, else 0) seconds are granted, during which the request is
-    passed to the autoscaler (``request_resources``). ``key`` is the config key named in the error.
-    """
-    import os
-
-    import ray
-
-    if not resources:
-        return [n for n in ray.nodes() if n.get("Alive")]
-    nodes = _nodes_with(resources)
-    limit = float(os.environ.get(PLACEMENT_WAIT_ENV, 0) or 0) if wait_s is None else wait_s
-    if not nodes and limit > 0:
-        from ray.autoscaler.sdk import request_resources
-
-        log.info(
-            "%s=%s: no node offers these yet; asking the autoscaler, waiting up to %.0f s",
-            key,
-            resources,
-            limit,
-        )
-        request_resources(bundles=[dict(resources)])
-        deadline = time.monotonic() + limit
-        while not nodes and time.monotonic() < deadline:
-            time.sleep(5.0)
-            nodes = _nodes_with(resources)
-        request_resources(bundles=[])  # the actors / workers hold the node from here on
-    if not nodes:
-        totals = ray.cluster_resources()
-        have = {k: totals.get(k, 0.0) for k in resources}
-        raise ValueError(
-            f"{key}={dict(resources)}: no alive Ray node offers these resources per worker (cluster totals: "
-            f"{have}); start nodes with them (`ray start --resources='{json.dumps(dict(resources))}'`, "
-            f"cluster.yaml resources, KubeRay rayStartParams), set {PLACEMENT_WAIT_ENV} to wait for an autoscaler "
-            f"to add one, or change {key}"
-        )
-    return nodes
-
-
 def _ray_pool(cfg: MiningConfig) -> tuple[int, float]:
     """Pool size and per-actor CPUs: one actor per CPU of the nodes that satisfy ``mining.resources`` by default,
     with fractional CPUs so that actors plus Ray Data's own bookkeeping never ask for more than those nodes have
     (the documented 2-CPU hang). A fixed-size pool larger than what the eligible nodes can host would never start."""
+    from raysparse.ray_utils import check_placement
+
     nodes = check_placement(cfg.resources, "mining.resources")
     total = sum(float(n.get("Resources", {}).get("CPU", 0.0)) for n in nodes) or 1.0
     slots = 0

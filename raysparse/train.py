@@ -1071,7 +1071,7 @@ def run_training(
     if tc.resources:
         # placement: e.g. {gpu_pool: 1} keeps workers on the GPU node type (cluster.yaml, deploy/kuberay); a request
         # no node can satisfy would wait forever inside Ray Train, so it fails here naming the key
-        from raysparse.mining import check_placement
+        from raysparse.ray_utils import check_placement
 
         check_placement(tc.resources, "train.resources")
         resources.update(tc.resources)

@@ -108,7 +108,7 @@ def test_mining_actors_run_only_on_the_cpu_pool_node(shared_data, tmp_path):
         with pytest.raises(ValueError, match=r"mining\.resources=\{'gpu_pool': 1(\.0)?\}.*no alive Ray node"):
             mine(data, bad, tmp_path / "impossible", ray=True, index=index, show_progress=False)
         # the same check guards Ray Train's workers (before any worker is started)
-        from raysparse.mining import check_placement
+        from raysparse.ray_utils import check_placement
 
         train_cfg = load_config(None, ["train.resources={gpu_pool: 1}"])
         with pytest.raises(ValueError, match=r"train\.resources"):
