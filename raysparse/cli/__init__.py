@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import logging
 import pkgutil
 import sys
 from collections.abc import Iterable
@@ -39,6 +40,11 @@ Term statistics and dictionaries:
 
 Every stage reads the same YAML configuration (--config FILE) and accepts overrides (--set train.lr=3e-4).
 Run `raysparse COMMAND --help` for the options of one stage."""
+
+
+def setup_logging(level: int = logging.INFO) -> None:
+    """Timestamped log lines on stderr for a long-running stage (progress bars stay on their own lines)."""
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
 
 def add_config_args(parser: argparse.ArgumentParser) -> None:

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import sys
 from pathlib import Path
 
-from raysparse.cli import add_config_args, config_from_args, flag_overrides
+from raysparse.cli import add_config_args, config_from_args, flag_overrides, setup_logging
 
 _WIKI_DESCRIPTION = """\
 Turn Wikipedia into passages in the corpus schema (doc_id, title, text, date, lang + page_id, passage_no, section,
@@ -145,7 +144,7 @@ def run_wikipedia(args: argparse.Namespace) -> int:
     from raysparse.corpus.wikipedia import build_wikipedia, title_queries
     from raysparse.data.errors import DataFormatError
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    setup_logging()
     overrides = flag_overrides(
         args,
         "corpus",
@@ -204,7 +203,7 @@ def run_dated(args: argparse.Namespace) -> int:
     from raysparse.corpus.dated import count_undated, read_dated_source, split_by_time, window_summary
     from raysparse.data.errors import DataFormatError
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    setup_logging()
     try:
         data = read_dated_source(
             args.path,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 import textwrap
 
@@ -13,6 +12,7 @@ from raysparse.cli import (
     config_from_args,
     data_source_overrides,
     flag_overrides,
+    setup_logging,
 )
 
 EPILOG = """\
@@ -144,7 +144,7 @@ def overrides_from_args(args: argparse.Namespace) -> list[str]:
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    setup_logging()
     cfg = config_from_args(args, overrides_from_args(args))
     gcfg = cfg.generate
     if not gcfg.model:

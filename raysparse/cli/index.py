@@ -7,7 +7,13 @@ import json
 import logging
 import sys
 
-from raysparse.cli import add_config_args, add_data_source_args, config_from_args, data_source_overrides
+from raysparse.cli import (
+    add_config_args,
+    add_data_source_args,
+    config_from_args,
+    data_source_overrides,
+    setup_logging,
+)
 from raysparse.config import ConfigError
 
 
@@ -72,7 +78,7 @@ def overrides_from_args(args: argparse.Namespace) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
-    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    setup_logging(logging.WARNING)
     cfg = config_from_args(args, overrides_from_args(args))
     if bool(args.model) == bool(args.lexical):
         raise ConfigError("give exactly one of --model DIR or --lexical")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 
 from raysparse.cli import (
@@ -12,6 +11,7 @@ from raysparse.cli import (
     config_from_args,
     data_source_overrides,
     flag_overrides,
+    setup_logging,
 )
 
 
@@ -63,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
     import time
     from pathlib import Path
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    setup_logging()
     cfg = config_from_args(args, overrides_from_args(args))
 
     from raysparse.data import load_source

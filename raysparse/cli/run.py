@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import logging
 from pathlib import Path
 
-from raysparse.cli import add_config_args, config_from_args
+from raysparse.cli import add_config_args, config_from_args, setup_logging
 
 DEFAULT_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "default.yaml"
 
@@ -34,7 +33,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from raysparse.pipeline import run_pipeline
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    setup_logging()
     if args.config is None and DEFAULT_CONFIG.is_file():
         args.config = str(DEFAULT_CONFIG)
     cfg = config_from_args(args, [f"output_dir={args.out}"] if args.out else [])

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import os
 import sys
 
-from raysparse.cli import add_config_args, config_from_args
+from raysparse.cli import add_config_args, config_from_args, setup_logging
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -95,7 +94,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _setup() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    setup_logging()
 
 
 def run_discover(args: argparse.Namespace) -> int:

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import sys
 
-from raysparse.cli import add_config_args, config_from_args, flag_overrides
+from raysparse.cli import add_config_args, config_from_args, flag_overrides, setup_logging
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -71,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
     from raysparse.corpus.dated import read_dated_source
     from raysparse.timeweight import recency_idf, rising_terms_per_window, term_document_frequencies
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    setup_logging()
     cfg = config_from_args(args, overrides_from_args(args))
     tc = cfg.time
     paths = args.corpus or ([tc.corpus] if tc.corpus else [])

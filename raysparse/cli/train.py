@@ -8,7 +8,7 @@ import json
 import logging
 import sys
 
-from raysparse.cli import add_config_args, backbone_from_args, config_from_args
+from raysparse.cli import add_config_args, backbone_from_args, config_from_args, setup_logging
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -48,7 +48,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from raysparse.train import run_training, train_single_process
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    setup_logging()
     extra, backbone_dir = backbone_from_args(args.backbone)
     cfg = config_from_args(args, extra)
     dev = None

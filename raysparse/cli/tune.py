@@ -7,7 +7,7 @@ import argparse
 import logging
 import sys
 
-from raysparse.cli import add_config_args, backbone_from_args, config_from_args
+from raysparse.cli import add_config_args, backbone_from_args, config_from_args, setup_logging
 
 EXPORT_FORMATS = ("onnx", "torchscript", "opensearch", "hf")
 
@@ -59,7 +59,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    setup_logging()
     extra, backbone_dir = backbone_from_args(args.backbone)
     if args.flops_budget is not None:
         extra.append(f"tune.flops_budget={args.flops_budget}")
