@@ -25,6 +25,20 @@ Padding positions are filled with 0 before the max, which is exactly what ``relu
 
 ``forward`` has no data-dependent Python control flow, so ``torch.jit.trace`` and ONNX export capture it whole.
 
+BM25 lexical part (``lexical``, a :class:`LexicalPrior`): the vector of a text also holds an exact BM25 weight for
+every word piece it contains, computed from the piece counts of the whole text::
+
+    tf[v]    = count of piece v in the text (pieces in ``LexicalPrior.piece_mask`` only: content morphemes)
+    lex_d[v] = idf[v] * tf (k1 + 1) / (tf + k1 (1 - b + b dl / avgdl))      documents (idf moves to the query
+                                                                            side in inference-free mode)
+    lex_q[v] = tf[v]                                                        queries (encoder mode)
+    w        = neural_weight * splade + lex + translation_prior * T^T lex   (T: the translation table, Dice scores)
+
+so ``q . d`` of the untrained encoder *is* BM25 over the encoder's pieces (plus dictionary-translated BM25 across
+languages), and training learns the transformer part (expansions, re-weighting) on top. IDF and avgdl are corpus
+statistics fitted when the backbone is built (:func:`fit_lexical_prior`). Max-pooling cannot carry term frequency;
+the counts can, so the lexical part is computed from them rather than from the pooled logits.
+
 Query modes: ``"encoder"`` runs queries through the transformer like documents; ``"inference_free"`` (OpenSearch's
 "doc-only" neural sparse mode) weights each query token by a per-token vector ``query_weights`` (IDF from
 :func:`idf_weights`, or learned), so search needs no model call for queries.
@@ -45,8 +59,10 @@ from torch import nn
 RAYSPARSE_JSON = "raysparse.json"
 QUERY_WEIGHTS_FILE = "query_weights.safetensors"
 TRANSLATION_TABLE_FILE = "translation_table.safetensors"
+LEXICAL_PRIOR_FILE = "lexical_prior.safetensors"
 QUERY_MODES = ("encoder", "inference_free")
-_FORMAT_VERSION = 1
+TRANSLATION_SIDES = ("query", "document", "both")
+_FORMAT_VERSION = 2
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +83,105 @@ def special_ids_of(tokenizer: Any, vocab_size: int | None = None) -> list[int]:
     return sorted(ids)
 
 
+class LexicalPrior(nn.Module):
+    """Exact BM25 term weights from piece counts (see the module docstring); no trainable parameters.
+
+    ``idf`` (V,) and ``piece_mask`` (V,: 1 for pieces that count as terms, 0 for function morphemes, punctuation and
+    special tokens) are buffers; ``k1``, ``b``, ``avgdl`` plain floats (constants of the traced graph).
+    """
+
+    def __init__(
+        self, idf: torch.Tensor, piece_mask: torch.Tensor, avgdl: float, k1: float = 1.2, b: float = 0.75
+    ) -> None:
+        super().__init__()
+        idf = torch.as_tensor(idf, dtype=torch.float32).detach().clone()
+        piece_mask = torch.as_tensor(piece_mask, dtype=torch.float32).detach().clone()
+        if idf.dim() != 1 or idf.shape != piece_mask.shape:
+            raise ValueError(
+                f"idf and piece_mask must be (V,) vectors, got {tuple(idf.shape)} and {tuple(piece_mask.shape)}"
+            )
+        if not (avgdl > 0 and k1 >= 0 and 0 <= b <= 1):
+            raise ValueError(f"bad BM25 constants avgdl={avgdl}, k1={k1}, b={b}")
+        self.register_buffer("idf", idf)
+        self.register_buffer("piece_mask", piece_mask)
+        self.avgdl, self.k1, self.b = float(avgdl), float(k1), float(b)
+
+    @property
+    def vocab_size(self) -> int:
+        return int(self.idf.shape[0])
+
+    def counts(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, vocab_size: int) -> torch.Tensor:
+        """(B, L) ids -> (B, V) counts of the lexical pieces (padding, specials and function pieces count 0)."""
+        mask = attention_mask.to(self.piece_mask.dtype)
+        counts = torch.zeros(input_ids.shape[0], vocab_size, dtype=mask.dtype, device=input_ids.device)
+        counts = counts.scatter_add(1, input_ids, mask)
+        return counts * self.piece_mask
+
+    def tf_saturation(self, counts: torch.Tensor) -> torch.Tensor:
+        """BM25's term-frequency factor tf (k1 + 1) / (tf + k1 (1 - b + b dl / avgdl)), 0 where tf = 0."""
+        dl = counts.sum(dim=1, keepdim=True)
+        norm = self.k1 * (1.0 - self.b + self.b * dl / self.avgdl)
+        return counts * (self.k1 + 1.0) / (counts + norm)
+
+    def document(self, counts: torch.Tensor, with_idf: bool = True) -> torch.Tensor:
+        sat = self.tf_saturation(counts)
+        return sat * self.idf if with_idf else sat
+
+    def state(self) -> dict[str, float]:
+        return {"avgdl": self.avgdl, "k1": self.k1, "b": self.b}
+
+
+def fit_lexical_prior(
+    tokenizer: Any,
+    texts: Sequence[str],
+    *,
+    documents: Sequence[str] | None = None,
+    pretokenize: str = "none",
+    function_forms: Sequence[str] = (),
+    content_forms: Sequence[str] = (),
+    k1: float = 1.2,
+    b: float = 0.75,
+    vocab_size: int | None = None,
+) -> LexicalPrior:
+    """BM25 statistics of ``texts`` (the corpus the backbone is built from) in ``tokenizer``'s pieces.
+
+    Pieces that are mostly function morphemes (particles, endings: ``function_forms`` vs ``content_forms`` counts
+    from Kiwi), punctuation-only pieces and special tokens are masked out of the lexical part, as BM25-Kiwi drops
+    them from its terms. IDF is Lucene's ``log(1 + (N - df + 0.5) / (df + 0.5))`` (:func:`idf_weights`) over
+    ``texts``; ``avgdl`` (lexical pieces per text) over ``documents`` when given (sentence-level background text
+    would make it far shorter than a passage), else over ``texts``.
+    """
+    from collections import Counter
+
+    from raysparse.encoding import pretokenize as pretok
+
+    size = int(vocab_size if vocab_size is not None else len(tokenizer))
+    texts = pretok(list(texts), pretokenize)
+    idf = idf_weights(tokenizer, texts, size)
+    mask = torch.ones(size)
+    mask[special_ids_of(tokenizer, size)] = 0.0
+    vocab = tokenizer.get_vocab()
+    for token, idx in vocab.items():
+        piece = token[2:] if token.startswith("##") else token
+        piece = piece.lstrip("▁")
+        if idx < size and piece and not any(ch.isalnum() for ch in piece):
+            mask[idx] = 0.0
+    if function_forms:
+        fn, ct = Counter(function_forms), Counter(content_forms)
+        for form, n in fn.items():
+            idx = vocab.get(form)
+            if idx is not None and idx < size and n > ct.get(form, 0):
+                mask[idx] = 0.0
+    lengths = []
+    docs = texts if documents is None else pretok(list(documents), pretokenize)
+    for start in range(0, len(docs), 512):
+        for ids in tokenizer(docs[start : start + 512], add_special_tokens=False, verbose=False)["input_ids"]:
+            ids_t = torch.as_tensor([i for i in ids if i < size], dtype=torch.long)
+            lengths.append(float(mask[ids_t].sum()) if len(ids_t) else 0.0)
+    avgdl = max(sum(lengths) / max(len(lengths), 1), 1.0)
+    return LexicalPrior(idf, mask, avgdl, k1, b)
+
+
 class SparseEncoder(nn.Module):
     """Sparse (vocabulary-sized, non-negative) encoder over any Hugging Face masked-LM.
 
@@ -84,19 +199,34 @@ class SparseEncoder(nn.Module):
         query_weights: torch.Tensor | None = None,
         translation_prior: float = 0.0,
         translation_table: tuple[torch.Tensor, torch.Tensor] | None = None,
+        lexical: LexicalPrior | None = None,
+        neural_weight: float = 1.0,
+        translation_side: str | None = None,
+        spec: Any = None,
     ) -> None:
         super().__init__()
+        from raysparse.encoding import EncodingSpec
+
         if query_mode not in QUERY_MODES:
             raise ValueError(f"query_mode must be one of {QUERY_MODES}, got {query_mode!r}")
         if lexical_prior < 0 or not math.isfinite(lexical_prior):
             raise ValueError(f"lexical_prior must be a finite number >= 0, got {lexical_prior!r}")
         if translation_prior < 0 or not math.isfinite(translation_prior):
             raise ValueError(f"translation_prior must be a finite number >= 0, got {translation_prior!r}")
+        if neural_weight < 0 or not math.isfinite(neural_weight):
+            raise ValueError(f"neural_weight must be a finite number >= 0, got {neural_weight!r}")
+        if translation_side is None:  # inference-free queries cannot expand: translate the documents instead
+            translation_side = "document" if query_mode == "inference_free" else "query"
+        if translation_side not in TRANSLATION_SIDES:
+            raise ValueError(f"translation_side must be one of {TRANSLATION_SIDES}, got {translation_side!r}")
         self.mlm = mlm
         self.tokenizer = tokenizer
         self.lexical_prior = float(lexical_prior)
         self.translation_prior = float(translation_prior)
         self.query_mode = query_mode
+        self.neural_weight = float(neural_weight)
+        self.translation_side = translation_side
+        self.spec: EncodingSpec = spec if isinstance(spec, EncodingSpec) else EncodingSpec.from_dict(spec)
         self.vocab_size: int = _model_vocab_size(mlm)
         self.special_token_ids: list[int] = special_ids_of(tokenizer, self.vocab_size)
         keep = torch.ones(self.vocab_size)
@@ -141,10 +271,26 @@ class SparseEncoder(nn.Module):
                 [ids.long(), torch.zeros(pad_rows, ids.shape[1], dtype=torch.long)]
             )
             self.translation_weights = torch.cat([weights.float(), torch.zeros(pad_rows, weights.shape[1])])
+        self.lexical: LexicalPrior | None = None
+        if lexical is not None:
+            if lexical.vocab_size > self.vocab_size:
+                raise ValueError(
+                    f"lexical prior has {lexical.vocab_size} entries, the model {self.vocab_size}"
+                )
+            if lexical.vocab_size < self.vocab_size:  # the output layer may be padded past the tokenizer
+                pad = self.vocab_size - lexical.vocab_size
+                lexical = LexicalPrior(
+                    torch.cat([lexical.idf, torch.zeros(pad)]),
+                    torch.cat([lexical.piece_mask, torch.zeros(pad)]),
+                    lexical.avgdl,
+                    lexical.k1,
+                    lexical.b,
+                )
+            self.lexical = lexical
 
     # ------------------------------------------------------------------ core tensor paths (traceable)
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        """(B, L) token ids and mask -> (B, V) non-negative term weights (documents, and queries in encoder mode)."""
+    def neural(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """The transformer part: (B, L) -> (B, V) SPLADE max-pooled ``log(1 + ReLU(logits))`` (with the logit priors)."""
         logits = self.mlm(input_ids=input_ids, attention_mask=attention_mask).logits  # (B, L, V)
         if self.lexical_prior != 0.0:  # a constant of the module, not data: tracing records one branch
             index = input_ids.unsqueeze(-1)
@@ -152,7 +298,7 @@ class SparseEncoder(nn.Module):
             # In place on the fresh logits tensor: no second (B, L, V) copy. Autograd allows it: the producing
             # matmul does not need its output for backward and scatter_add's backward needs only the index.
             logits = logits.scatter_add_(-1, index, prior)
-        if self.translation_ids is not None and self.translation_prior != 0.0:
+        if self.translation_ids is not None and self.translation_prior != 0.0 and self.lexical is None:
             targets = self.translation_ids[input_ids]  # (B, L, K)
             boost = (self.translation_weights[input_ids] * self.translation_prior).to(logits.dtype)
             logits = logits.scatter_add_(-1, targets, boost)
@@ -163,6 +309,57 @@ class SparseEncoder(nn.Module):
         reps = torch.log1p(torch.relu(pooled))
         return reps * self.keep_mask.to(reps.dtype)
 
+    def translate(self, weights: torch.Tensor) -> torch.Tensor:
+        """(B, V) -> (B, V): ``sum_v T[v, u] * weights[v]``, each term's weight spread to its translations."""
+        assert self.translation_ids is not None
+        spread = weights.unsqueeze(-1) * self.translation_weights.to(weights.dtype)  # (B, V, K)
+        out = torch.zeros_like(weights)
+        return out.scatter_add(
+            1, self.translation_ids.reshape(1, -1).expand(weights.shape[0], -1), spread.flatten(1)
+        )
+
+    def _lexical_reps(self, counts: torch.Tensor, *, is_query: bool) -> torch.Tensor:
+        """Lexical (+ translated) part from (B, V) piece counts: BM25 weights for documents, counts for queries."""
+        assert self.lexical is not None
+        if is_query:
+            lex = counts
+        else:  # inference-free: IDF is the query's weight, so documents carry the tf factor alone
+            lex = self.lexical.document(counts, with_idf=self.query_mode != "inference_free")
+        side = "query" if is_query else "document"
+        if (
+            self.translation_ids is not None
+            and self.translation_prior != 0.0
+            and self.translation_side in (side, "both")
+        ):
+            lex = lex + self.translation_prior * self.translate(lex)
+        return lex
+
+    def lexical_counts(self, lexical_ids: Sequence[Sequence[int]], device: Any = None) -> torch.Tensor:
+        """Piece counts (B, V) of whole texts (token id lists without special tokens)."""
+        assert self.lexical is not None
+        lengths = [len(ids) for ids in lexical_ids]
+        width = max(max(lengths, default=0), 1)
+        ids = torch.zeros(len(lexical_ids), width, dtype=torch.long)
+        mask = torch.zeros(len(lexical_ids), width, dtype=torch.long)
+        for i, row in enumerate(lexical_ids):
+            ids[i, : len(row)] = torch.as_tensor(list(row), dtype=torch.long).clamp_(max=self.vocab_size - 1)
+            mask[i, : len(row)] = 1
+        device = self.keep_mask.device if device is None else device
+        return self.lexical.counts(ids.to(device), mask.to(device), self.vocab_size)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """(B, L) token ids and mask -> (B, V) non-negative term weights of one window per document.
+
+        The traced/exported graph. The lexical part counts this window's tokens, so it equals :meth:`encode_batch`
+        for documents that fit one window; longer documents go through :meth:`encode_batch` (windows + whole-text
+        counts).
+        """
+        reps = self.neural(input_ids, attention_mask)
+        if self.lexical is not None:
+            counts = self.lexical.counts(input_ids, attention_mask, self.vocab_size)
+            reps = self.neural_weight * reps + self._lexical_reps(counts.to(reps.dtype), is_query=False)
+        return reps
+
     def query_forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """Queries -> (B, V): the transformer in encoder mode; ``query_weights[token]`` per token when inference-free.
 
@@ -170,7 +367,11 @@ class SparseEncoder(nn.Module):
         OpenSearch's inference-free sparse search; padding and special tokens get 0.
         """
         if self.query_mode == "encoder":
-            return self.forward(input_ids, attention_mask)
+            reps = self.neural(input_ids, attention_mask)
+            if self.lexical is not None:
+                counts = self.lexical.counts(input_ids, attention_mask, self.vocab_size)
+                reps = self.neural_weight * reps + self._lexical_reps(counts.to(reps.dtype), is_query=True)
+            return reps
         assert self.query_weights is not None
         weights = torch.relu(self.query_weights)[input_ids] * attention_mask.to(self.query_weights.dtype)
         reps = torch.zeros(
@@ -178,21 +379,71 @@ class SparseEncoder(nn.Module):
         ).scatter_reduce(1, input_ids, weights, reduce="amax", include_self=True)
         return reps * self.keep_mask.to(reps.dtype)
 
+    def encode_batch(self, batch: Any, *, is_query: bool) -> torch.Tensor:
+        """A :class:`raysparse.encoding.TokenizedBatch` -> (num_texts, V), with gradient when training.
+
+        Documents: the transformer part max-pooled over each text's windows, plus the lexical part from the counts
+        of the whole text. Queries: one window each, through :meth:`query_forward`.
+        """
+        ids, mask = batch.input_ids.to(self.device), batch.attention_mask.to(self.device)
+        if is_query:
+            return self.query_forward(ids, mask)
+        if self.lexical is None and ids.shape[0] == batch.num_texts:
+            return self.forward(ids, mask)
+        windows = self.neural(ids, mask)
+        index = batch.text_index.to(windows.device)
+        if ids.shape[0] == batch.num_texts:
+            pooled = windows
+        else:
+            pooled = torch.zeros(
+                batch.num_texts, windows.shape[1], dtype=windows.dtype, device=windows.device
+            )
+            pooled = pooled.scatter_reduce(
+                0, index.unsqueeze(1).expand_as(windows), windows, reduce="amax", include_self=True
+            )
+        if self.lexical is None:
+            return pooled
+        counts = self.lexical_counts(batch.lexical_ids, pooled.device).to(pooled.dtype)
+        return self.neural_weight * pooled + self._lexical_reps(counts, is_query=False)
+
     # ------------------------------------------------------------------ text helpers
     @property
     def device(self) -> torch.device:
         return next(self.mlm.parameters()).device
 
     def tokenize(self, texts: Sequence[str], max_length: int) -> dict[str, torch.Tensor]:
-        """Tokenize with padding and truncation; returns input_ids and attention_mask on the model's device."""
+        """Tokenize (after the spec's pre-tokenisation) with padding and truncation; ids and mask on the device."""
+        from raysparse.encoding import pretokenize
+
         if isinstance(texts, str):
             raise TypeError("pass a list of texts, not a single string")
         enc = self.tokenizer(
-            list(texts), padding=True, truncation=True, max_length=max_length, return_tensors="pt"
+            pretokenize(list(texts), self.spec.pretokenize),
+            padding=True,
+            truncation=True,
+            max_length=max_length,
+            return_tensors="pt",
         )
         return {k: enc[k].to(self.device) for k in ("input_ids", "attention_mask")}
 
-    def _encode(self, texts: Sequence[str], max_length: int, batch_size: int, query: bool) -> torch.Tensor:
+    def tokenize_texts(self, texts: Sequence[str], *, is_query: bool, spec: Any = None) -> Any:
+        """Texts -> :class:`raysparse.encoding.TokenizedBatch` by the model's spec (or ``spec``)."""
+        from raysparse.encoding import tokenize_texts
+
+        return tokenize_texts(self.tokenizer, texts, spec or self.spec, is_query=is_query)
+
+    def _spec_for(self, max_length: int | None, is_query: bool) -> Any:
+        if max_length is None:
+            return self.spec
+        key = "max_query_length" if is_query else "max_doc_length"
+        changes: dict[str, Any] = {key: int(max_length)}
+        if not is_query and self.spec.doc_stride > int(max_length) - 2:
+            changes["doc_stride"] = max(1, int(max_length) - 2)
+        return self.spec.replace("max_length argument", **changes)
+
+    def _encode(
+        self, texts: Sequence[str], max_length: int | None, batch_size: int, query: bool
+    ) -> torch.Tensor:
         from tqdm.auto import tqdm
 
         if isinstance(texts, str):
@@ -200,6 +451,7 @@ class SparseEncoder(nn.Module):
         texts = list(texts)
         if not texts:
             return torch.zeros(0, self.vocab_size)
+        spec = self._spec_for(max_length, query)
         was_training = self.training
         self.eval()
         out = []
@@ -207,23 +459,26 @@ class SparseEncoder(nn.Module):
         try:
             with torch.inference_mode():
                 for start in tqdm(starts, desc="encode", disable=len(starts) < 20, leave=False):
-                    batch = self.tokenize(texts[start : start + batch_size], max_length)
-                    fn = self.query_forward if query else self.forward
-                    out.append(fn(batch["input_ids"], batch["attention_mask"]).float().cpu())
+                    batch = self.tokenize_texts(texts[start : start + batch_size], is_query=query, spec=spec)
+                    out.append(self.encode_batch(batch, is_query=query).float().cpu())
         finally:
             self.train(was_training)
-        return torch.cat(out)
+        reps = torch.cat(out)
+        top_k = spec.query_top_k if query else spec.doc_top_k
+        return prune(reps, top_k, spec.threshold)
 
     def encode_queries(
-        self, texts: Sequence[str], max_length: int = 32, batch_size: int = 64
+        self, texts: Sequence[str], max_length: int | None = None, batch_size: int = 64
     ) -> torch.Tensor:
-        """Queries -> (N, V) float32 on CPU; inference-free mode needs no transformer call."""
+        """Queries -> (N, V) float32 on CPU by the model's encoding spec (``max_length`` overrides it, logged);
+        inference-free mode needs no transformer call."""
         return self._encode(texts, max_length, batch_size, query=True)
 
     def encode_documents(
-        self, texts: Sequence[str], max_length: int = 256, batch_size: int = 32
+        self, texts: Sequence[str], max_length: int | None = None, batch_size: int = 32
     ) -> torch.Tensor:
-        """Documents -> (N, V) float32 on CPU."""
+        """Documents -> (N, V) float32 on CPU by the model's encoding spec: windows of ``spec.max_doc_length``
+        tokens max-pooled, the lexical part over the whole text, pruned to ``spec.doc_top_k`` terms."""
         return self._encode(texts, max_length, batch_size, query=False)
 
     def encode(
@@ -238,9 +493,9 @@ class SparseEncoder(nn.Module):
     ) -> list[dict[str, float]]:
         """Texts -> one ``{token: weight}`` dict each (what OpenSearch's ``rank_features`` field stores)."""
         if is_query:
-            reps = self.encode_queries(texts, max_length or 32, batch_size)
+            reps = self.encode_queries(texts, max_length, batch_size)
         else:
-            reps = self.encode_documents(texts, max_length or 256, batch_size)
+            reps = self.encode_documents(texts, max_length, batch_size)
         return self.to_term_weights(reps, top_k=top_k, threshold=threshold)
 
     def to_term_weights(
@@ -266,8 +521,8 @@ class SparseEncoder(nn.Module):
     def save_pretrained(self, out_dir: str | Path) -> None:
         """Hugging Face layout (config.json, model.safetensors, tokenizer files) + ``raysparse.json``.
 
-        ``raysparse.json`` carries what the HF files cannot: the lexical prior, the query mode and the special ids
-        (export and OpenSearch packaging read it). Learned/IDF query weights go to ``query_weights.safetensors``.
+        ``raysparse.json`` carries what the HF files cannot: the priors, the query mode, the special ids and the
+        encoding spec (every consumer reads it). The BM25 statistics go to ``lexical_prior.safetensors``. Learned/IDF query weights go to ``query_weights.safetensors``.
         """
         from safetensors.torch import save_file
 
@@ -284,6 +539,10 @@ class SparseEncoder(nn.Module):
             "has_query_weights": self.query_weights is not None,
             "translation_prior": self.translation_prior,
             "has_translation_table": self.translation_ids is not None,
+            "translation_side": self.translation_side,
+            "neural_weight": self.neural_weight,
+            "lexical": None if self.lexical is None else self.lexical.state(),
+            "encoding": self.spec.to_dict(),
         }
         (out / RAYSPARSE_JSON).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
         qw = out / QUERY_WEIGHTS_FILE
@@ -302,6 +561,17 @@ class SparseEncoder(nn.Module):
             )
         elif table.exists():
             table.unlink()
+        lexical_file = out / LEXICAL_PRIOR_FILE
+        if self.lexical is not None:
+            save_file(
+                {
+                    "idf": self.lexical.idf.detach().float().cpu().contiguous(),
+                    "piece_mask": self.lexical.piece_mask.detach().float().cpu().contiguous(),
+                },
+                str(lexical_file),
+            )
+        elif lexical_file.exists():
+            lexical_file.unlink()
 
     @classmethod
     def from_pretrained(cls, name_or_path: str | Path, **overrides: Any) -> SparseEncoder:
@@ -313,7 +583,17 @@ class SparseEncoder(nn.Module):
         """
         from transformers import AutoModelForMaskedLM, AutoTokenizer
 
-        allowed = {"lexical_prior", "query_mode", "query_weights", "translation_prior", "translation_table"}
+        allowed = {
+            "lexical_prior",
+            "query_mode",
+            "query_weights",
+            "translation_prior",
+            "translation_table",
+            "lexical",
+            "neural_weight",
+            "translation_side",
+            "spec",
+        }
         unknown = set(overrides) - allowed
         if unknown:
             raise TypeError(
@@ -323,6 +603,7 @@ class SparseEncoder(nn.Module):
         meta: dict[str, Any] = {}
         query_weights = None
         translation_table = None
+        lexical = None
         if path.is_dir():
             meta_file = path / RAYSPARSE_JSON
             if meta_file.is_file():
@@ -343,6 +624,12 @@ class SparseEncoder(nn.Module):
 
                 tensors = load_file(str(table_file))
                 translation_table = (tensors["ids"], tensors["weights"])
+            lexical_file = path / LEXICAL_PRIOR_FILE
+            if lexical_file.is_file() and isinstance(meta.get("lexical"), dict):
+                from safetensors.torch import load_file
+
+                tensors = load_file(str(lexical_file))
+                lexical = LexicalPrior(tensors["idf"], tensors["piece_mask"], **meta["lexical"])
         tokenizer = AutoTokenizer.from_pretrained(str(name_or_path))
         mlm = AutoModelForMaskedLM.from_pretrained(str(name_or_path))
         kwargs: dict[str, Any] = {
@@ -351,16 +638,35 @@ class SparseEncoder(nn.Module):
             "query_weights": query_weights,
             "translation_prior": float(meta.get("translation_prior", 0.0)),
             "translation_table": translation_table,
+            "lexical": lexical,
+            "neural_weight": float(meta.get("neural_weight", 1.0)),
+            "translation_side": meta.get("translation_side"),
+            # models saved before the spec existed were trained and evaluated at query 32 / document 128 tokens
+            "spec": meta.get("encoding") or {"max_query_length": 32, "max_doc_length": 128, "max_windows": 1},
         }
         kwargs.update(overrides)
+        if "query_mode" in overrides and "translation_side" not in overrides:
+            kwargs["translation_side"] = None  # follows the (new) query mode
         return cls(mlm, tokenizer, **kwargs)
+
+
+def prune(reps: torch.Tensor, top_k: int | None, threshold: float = 0.0) -> torch.Tensor:
+    """Keep each row's ``top_k`` largest weights above ``threshold`` (the spec's pruning), zero the rest."""
+    if threshold > 0:
+        reps = torch.where(reps > threshold, reps, torch.zeros_like(reps))
+    if top_k is None or top_k >= reps.shape[1] or reps.shape[0] == 0:
+        return reps
+    values, index = torch.topk(reps, int(top_k), dim=1)
+    return torch.zeros_like(reps).scatter_(1, index, values)
 
 
 def idf_weights(tokenizer: Any, texts: Sequence[str], vocab_size: int | None = None) -> torch.Tensor:
     """(V,) BM25-style IDF ``log(1 + (N - df + 0.5) / (df + 0.5))`` of each token id over ``texts``.
 
-    Used as ``query_weights`` for the inference-free query mode. The BM25 form stays positive even for tokens in
-    every document; special tokens get 0. Tokens never seen get the largest IDF (df = 0), as BM25 would.
+    Used as ``query_weights`` for the inference-free query mode and by :class:`LexicalPrior`. The BM25 form stays
+    positive even for tokens in every document; special tokens get 0. Tokens never seen get the largest IDF
+    (df = 0), as BM25 would. ``texts`` must already be pre-tokenized the way the model's spec says
+    (:func:`raysparse.encoding.pretokenize`).
     """
     from tqdm.auto import tqdm
 
