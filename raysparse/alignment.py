@@ -143,11 +143,31 @@ def learn_translation_table(
     ko = _piece_sets(tokenizer, ko_texts, max_length)
     en = _piece_sets(tokenizer, en_texts, max_length)
     hangul, latin = _language_masks(tokenizer)
+    both = dice_table(ko, en, hangul, latin, min_count=min_count, min_score=min_score, max_df=max_df)
+    ids, weights = _top_k_rows(both, top_k)
+    return TranslationTable(ids=ids, weights=weights)
+
+
+def dice_table(
+    ko: sparse.csr_matrix,
+    en: sparse.csr_matrix,
+    ko_terms: np.ndarray,
+    en_terms: np.ndarray,
+    *,
+    min_count: int,
+    min_score: float,
+    max_df: float,
+) -> sparse.csr_matrix:
+    """Dice scores between the columns of two aligned binary presence matrices, both directions in one (V, V).
+
+    ``ko``/``en``: (num_pairs, V) presence of each term in each side of a pair; ``ko_terms``/``en_terms``: (V,) which
+    columns may be sources/targets on each side. Terms in more than ``max_df`` of the pairs are dropped.
+    """
     n = ko.shape[0]
     df_ko = np.asarray(ko.sum(axis=0)).ravel()
     df_en = np.asarray(en.sum(axis=0)).ravel()
-    keep_ko = hangul & (df_ko > 0) & (df_ko <= max_df * n + min_count)
-    keep_en = latin & (df_en > 0) & (df_en <= max_df * n + min_count)
+    keep_ko = ko_terms & (df_ko > 0) & (df_ko <= max_df * n + min_count)
+    keep_en = en_terms & (df_en > 0) & (df_en <= max_df * n + min_count)
     ko = ko @ sparse.diags(keep_ko.astype(np.float32))
     en = en @ sparse.diags(keep_en.astype(np.float32))
     co = (ko.T @ en).tocoo()  # (V, V): c(k, e)
@@ -156,15 +176,14 @@ def learn_translation_table(
     dice = 2.0 * counts / (df_ko[rows] + df_en[cols])
     keep = dice >= min_score
     rows, cols, dice = rows[keep], cols[keep], dice[keep].astype(np.float32)
-    vocab_size = len(tokenizer)
-    # Both directions in one table: ko piece -> en pieces and en piece -> ko pieces.
+    size = ko.shape[1]
+    # Both directions in one table: ko term -> en terms and en term -> ko terms.
     both = sparse.csr_matrix(
         (np.concatenate([dice, dice]), (np.concatenate([rows, cols]), np.concatenate([cols, rows]))),
-        shape=(vocab_size, vocab_size),
+        shape=(size, size),
     )
     both.sum_duplicates()
-    ids, weights = _top_k_rows(both, top_k)
-    return TranslationTable(ids=ids, weights=weights)
+    return both
 
 
 def describe(table: TranslationTable, tokenizer, terms: Sequence[str]) -> dict[str, list[tuple[str, float]]]:

@@ -161,8 +161,11 @@ def build_local_backbone(
     """
     import torch
 
+    from raysparse.encoding import pretokenize
+
     torch.manual_seed(seed)
-    texts = list(texts)
+    # the tokenizer learns pieces from the text as the encoder will see it (Kiwi morphemes when the spec says so)
+    texts = pretokenize(list(texts), getattr(model_cfg, "pretokenize", "none"))
     tokenizer = train_tokenizer(texts, vocab_size=model_cfg.vocab_size)
     model = build_small_bert(tokenizer, model_cfg, output_bias=model_cfg.output_bias)
     losses: list[float] = []
@@ -183,6 +186,105 @@ def build_local_backbone(
         json.dumps({"num_texts": len(texts), "mlm_steps": len(losses), "mlm_losses": losses}, indent=1) + "\n"
     )
     return str(out)
+
+
+def build_encoder(
+    backbone: str,
+    model_cfg: ModelConfig,
+    out_dir: str | Path,
+    *,
+    background_texts: Sequence[str] = (),
+    documents: Sequence[str] | None = None,
+    sentence_pairs: Sequence[tuple[str, str]] = (),
+    glossary_pairs: Sequence[tuple[str, str]] = (),
+) -> tuple[str, dict[str, Any]]:
+    """Attach the priors and the encoding spec of ``model_cfg`` to a masked-LM ``backbone``; save; return the dir.
+
+    - the encoding spec (lengths, windows, pre-tokenisation, pruning) from ``model_cfg``;
+    - ``lexical_weighting: bm25``: a :class:`~raysparse.model.LexicalPrior` fitted on ``background_texts`` (IDF)
+      and ``documents`` (avgdl), with function-morpheme pieces masked when pre-tokenising with Kiwi;
+    - ``translation_prior > 0``: a Korean<->English piece translation table (:mod:`raysparse.alignment`) learned
+      from ``sentence_pairs`` and ``glossary_pairs``, pre-tokenised like the encoder's input;
+    - ``lexical_weighting: logit``: ``lexical_prior`` on each token's own logit instead.
+    Works the same for the local backbone and HF models (klue/bert-base, xlm-roberta-base).
+    """
+    from raysparse.encoding import kiwi_segment_with_tags, pretokenize, spec_from_model_config
+    from raysparse.model import SparseEncoder, fit_lexical_prior
+
+    spec = spec_from_model_config(model_cfg)
+    bm25 = model_cfg.lexical_weighting == "bm25"
+    encoder = SparseEncoder.from_pretrained(
+        backbone,
+        lexical_prior=0.0 if bm25 else model_cfg.lexical_prior,
+        query_mode=model_cfg.query_mode,
+        spec=spec,
+        neural_weight=model_cfg.neural_weight,
+        translation_side=model_cfg.translation_side,
+    )
+    info: dict[str, Any] = {"encoding": spec.to_dict(), "lexical_weighting": model_cfg.lexical_weighting}
+    if bm25:
+        texts = list(background_texts) or list(documents or [])
+        if not texts:
+            raise ValueError("lexical_weighting=bm25 needs background texts or documents to fit IDF/avgdl on")
+        function_counts = content_counts = None
+        if spec.pretokenize == "kiwi":
+            texts, content_counts, function_counts = kiwi_segment_with_tags(texts)
+        docs = None if documents is None else pretokenize(list(documents), spec.pretokenize)
+        encoder.lexical = None
+        lexical = fit_lexical_prior(
+            encoder.tokenizer,
+            texts,
+            documents=docs,
+            function_counts=function_counts,
+            content_counts=content_counts,
+            k1=model_cfg.lexical_k1,
+            b=model_cfg.lexical_b,
+            vocab_size=encoder.vocab_size,
+        )
+        encoder.lexical = lexical
+        info.update(
+            {
+                "lexical_texts": len(texts),
+                "lexical_avgdl": round(lexical.avgdl, 2),
+                "lexical_pieces": int(lexical.piece_mask.sum()),
+            }
+        )
+    if model_cfg.translation_prior > 0 and (sentence_pairs or glossary_pairs):
+        from raysparse.alignment import describe, learn_translation_table
+
+        pairs = list(sentence_pairs)
+        terms = list(glossary_pairs)
+        if spec.pretokenize != "none":  # both sides, exactly as the encoder will see them
+            flat = pretokenize([x for pair in (*pairs, *terms) for x in pair], spec.pretokenize)
+            both = list(zip(flat[0::2], flat[1::2], strict=True))
+            pairs, terms = both[: len(pairs)], both[len(pairs) :]
+        table = learn_translation_table(
+            encoder.tokenizer,
+            pairs,
+            terms,
+            top_k=model_cfg.translation_top_k,
+            min_score=model_cfg.translation_min_score,
+        )
+        rebuilt = SparseEncoder(
+            encoder.mlm,
+            encoder.tokenizer,
+            lexical_prior=encoder.lexical_prior,
+            query_mode=encoder.query_mode,
+            query_weights=encoder.query_weights,
+            translation_prior=model_cfg.translation_prior,
+            translation_table=table,
+            lexical=encoder.lexical,
+            neural_weight=encoder.neural_weight,
+            translation_side=encoder.translation_side,
+            spec=spec,
+        )
+        encoder = rebuilt
+        examples = describe(table, encoder.tokenizer, ["검색", "모델", "search", "model", "학교", "school"])
+        info.update({"translation_entries": table.num_entries, "translation_examples": examples})
+    encoder.translation_prior = model_cfg.translation_prior if encoder.translation_ids is not None else 0.0
+    out = Path(out_dir)
+    encoder.save_pretrained(out)
+    return str(out), info
 
 
 def mlm_collate(

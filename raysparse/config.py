@@ -97,7 +97,25 @@ class ModelConfig(_Section):
     translation_top_k: int = Field(default=4, ge=1)
     translation_min_score: float = Field(default=0.05, gt=0.0, le=1.0)
     query_mode: Literal["encoder", "inference_free"] = "encoder"
-    top_k_terms: int | None = Field(default=None, ge=1)  # inference-time pruning
+    # How exact terms enter the vector. "logit": +lexical_prior on each token's own logit (a bag of words through
+    # the transformer). "bm25": an exact BM25 weight per piece from whole-text counts, with IDF/avgdl fitted on the
+    # backbone's corpus, added to the transformer's weights (raysparse.model.LexicalPrior); the untrained encoder
+    # then ranks like BM25 over its pieces and translation_prior scales Dice-weighted translations of those weights.
+    lexical_weighting: Literal["logit", "bm25"] = "logit"
+    lexical_k1: float = Field(default=1.2, ge=0.0)
+    lexical_b: float = Field(default=0.75, ge=0.0, le=1.0)
+    neural_weight: float = Field(
+        default=1.0, ge=0.0
+    )  # scale of the transformer part next to the lexical part
+    translation_side: Literal["query", "document", "both"] | None = (
+        None  # null: query (document if inference-free)
+    )
+    # Encoding spec saved with the model (raysparse.encoding.EncodingSpec): windows, Kiwi segmentation, pruning.
+    pretokenize: Literal["none", "kiwi"] = "none"
+    doc_stride: int | None = Field(default=None, ge=1)  # null: 3/4 of a window
+    max_windows: int = Field(default=8, ge=1)
+    doc_top_k: int | None = Field(default=None, ge=1)  # keep at most this many terms per document (pruning)
+    query_top_k: int | None = Field(default=None, ge=1)
     threshold: float = Field(default=0.0, ge=0.0)
     mlm_warmup_steps: int = Field(default=0, ge=0)  # optional masked-LM warm start of a local backbone
     # Initial vocabulary-logit bias of a local backbone: negative enough that the random head's noise stays below

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -87,6 +88,22 @@ class EncodingSpec:
         return dataclasses.replace(self, **changed)
 
 
+def spec_from_model_config(model_cfg: Any) -> EncodingSpec:
+    """The spec a model trained with ``model_cfg`` (:class:`raysparse.config.ModelConfig`) is saved with."""
+    window = int(model_cfg.max_doc_length)
+    stride = model_cfg.doc_stride or max(1, (window - 2) * 3 // 4)
+    return EncodingSpec(
+        max_query_length=int(model_cfg.max_query_length),
+        max_doc_length=window,
+        doc_stride=min(int(stride), window - 2),
+        max_windows=int(model_cfg.max_windows),
+        pretokenize=model_cfg.pretokenize,
+        doc_top_k=model_cfg.doc_top_k,
+        query_top_k=model_cfg.query_top_k,
+        threshold=float(model_cfg.threshold),
+    )
+
+
 def join_title(title: str | None, text: str, spec: EncodingSpec) -> str:
     return f"{title}{spec.title_separator}{text}" if title else text
 
@@ -99,33 +116,29 @@ def pretokenize(texts: Sequence[str], mode: str) -> list[str]:
         return texts
     if mode != "kiwi":
         raise ValueError(f"unknown pretokenize mode {mode!r}; choose one of {PRETOKENIZERS}")
-    from raysparse.analyzers import get_kiwi
-
-    out: list[str] = []
-    nonempty = [i for i, t in enumerate(texts) if t.strip()]
-    if len(nonempty) == 1:  # Kiwi's list API needs worker threads; one text goes through the single-text call
-        results = [get_kiwi().tokenize(texts[nonempty[0]])]
-    else:
-        results = list(get_kiwi(-1).tokenize([texts[i] for i in nonempty])) if nonempty else []
-    by_index = dict(zip(nonempty, results, strict=True))
-    for i, text in enumerate(texts):
-        tokens = by_index.get(i)
-        out.append(" ".join(tok.form for tok in tokens) if tokens else text)
-    return out
+    return kiwi_segment_with_tags(texts)[0]
 
 
-def content_morpheme_forms(texts: Sequence[str]) -> tuple[list[str], list[str]]:
-    """(content, function) morpheme forms of ``texts`` by Kiwi tag (for the lexical piece mask of a tokenizer)."""
+def kiwi_segment_with_tags(texts: Sequence[str]) -> tuple[list[str], Counter[str], Counter[str]]:
+    """One Kiwi pass: the ``pretokenize(texts, "kiwi")`` output plus the content and function morpheme forms seen
+    (by Kiwi tag; :func:`raysparse.model.fit_lexical_prior` masks pieces that are mostly function morphemes)."""
     from raysparse.analyzers import KIWI_CONTENT_TAGS, get_kiwi
 
-    content: list[str] = []
-    function: list[str] = []
-    texts = [t for t in texts if t and t.strip()]
-    analysed = [get_kiwi().tokenize(t) for t in texts] if len(texts) < 2 else get_kiwi(-1).tokenize(texts)
-    for tokens in analysed:
+    texts = [t if isinstance(t, str) else str(t) for t in texts]
+    nonempty = [i for i, t in enumerate(texts) if t.strip()]
+    if len(nonempty) == 1:
+        analysed = [get_kiwi().tokenize(texts[nonempty[0]])]
+    else:
+        analysed = list(get_kiwi(-1).tokenize([texts[i] for i in nonempty])) if nonempty else []
+    segmented = list(texts)
+    content: Counter[str] = Counter()
+    function: Counter[str] = Counter()
+    for i, tokens in zip(nonempty, analysed, strict=True):
+        if tokens:
+            segmented[i] = " ".join(tok.form for tok in tokens)
         for tok in tokens:
-            (content if tok.tag in KIWI_CONTENT_TAGS else function).append(tok.form)
-    return content, function
+            (content if tok.tag in KIWI_CONTENT_TAGS else function)[tok.form] += 1
+    return segmented, content, function
 
 
 # ------------------------------------------------------------------------------------------------ tokenisation

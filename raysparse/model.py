@@ -49,7 +49,7 @@ from __future__ import annotations
 import json
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -137,22 +137,20 @@ def fit_lexical_prior(
     *,
     documents: Sequence[str] | None = None,
     pretokenize: str = "none",
-    function_forms: Sequence[str] = (),
-    content_forms: Sequence[str] = (),
+    function_counts: Mapping[str, int] | None = None,
+    content_counts: Mapping[str, int] | None = None,
     k1: float = 1.2,
     b: float = 0.75,
     vocab_size: int | None = None,
 ) -> LexicalPrior:
     """BM25 statistics of ``texts`` (the corpus the backbone is built from) in ``tokenizer``'s pieces.
 
-    Pieces that are mostly function morphemes (particles, endings: ``function_forms`` vs ``content_forms`` counts
-    from Kiwi), punctuation-only pieces and special tokens are masked out of the lexical part, as BM25-Kiwi drops
+    Pieces that are mostly function morphemes (particles, endings: ``function_counts`` vs ``content_counts`` of
+    each form from :func:`raysparse.encoding.kiwi_segment_with_tags`), punctuation-only pieces and special tokens are masked out of the lexical part, as BM25-Kiwi drops
     them from its terms. IDF is Lucene's ``log(1 + (N - df + 0.5) / (df + 0.5))`` (:func:`idf_weights`) over
     ``texts``; ``avgdl`` (lexical pieces per text) over ``documents`` when given (sentence-level background text
     would make it far shorter than a passage), else over ``texts``.
     """
-    from collections import Counter
-
     from raysparse.encoding import pretokenize as pretok
 
     size = int(vocab_size if vocab_size is not None else len(tokenizer))
@@ -166,12 +164,10 @@ def fit_lexical_prior(
         piece = piece.lstrip("▁")
         if idx < size and piece and not any(ch.isalnum() for ch in piece):
             mask[idx] = 0.0
-    if function_forms:
-        fn, ct = Counter(function_forms), Counter(content_forms)
-        for form, n in fn.items():
-            idx = vocab.get(form)
-            if idx is not None and idx < size and n > ct.get(form, 0):
-                mask[idx] = 0.0
+    for form, n in (function_counts or {}).items():
+        idx = vocab.get(form.lower())
+        if idx is not None and idx < size and n > (content_counts or {}).get(form, 0):
+            mask[idx] = 0.0
     lengths = []
     docs = texts if documents is None else pretok(list(documents), pretokenize)
     for start in range(0, len(docs), 512):

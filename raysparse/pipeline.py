@@ -85,25 +85,72 @@ def run_stage(
     return StageResult(name, key, out_dir, False, seconds, info)
 
 
+def _query_groups(data: RetrievalData) -> dict[str, str]:
+    """query id -> group key: queries that share a relevant document (a Korean query and its English twin judged
+    on the same passages) form one group, so a split never puts one in training and the other in validation."""
+    parent: dict[str, str] = {}
+
+    def find(x: str) -> str:
+        while parent.setdefault(x, x) != x:
+            parent[x] = parent[parent[x]]
+            x = parent[x]
+        return x
+
+    qids = data.queries.column("query_id").to_pylist()
+    for qid in qids:
+        find("q:" + qid)
+    rel = data.qrels
+    scores = rel.column("score").to_pylist() if "score" in rel.column_names else [1] * rel.num_rows
+    for qid, did, score in zip(
+        rel.column("query_id").to_pylist(), rel.column("doc_id").to_pylist(), scores, strict=True
+    ):
+        if score is None or score > 0:
+            a, b = find("q:" + str(qid)), find("d:" + str(did))
+            if a != b:
+                parent[max(a, b)] = min(a, b)
+    return {qid: find("q:" + qid) for qid in qids}
+
+
+def _hash_fraction(seed: int, key: str) -> float:
+    return int(hashlib.sha256(f"{seed}:{key}".encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
+
+
+def _subset(data: RetrievalData, query_ids: set[str], keep: bool) -> RetrievalData:
+    value_set = pa.array(sorted(query_ids), pa.string())
+
+    def pick(table: pa.Table) -> pa.Table:
+        mask = pc.is_in(table.column("query_id"), value_set=value_set)
+        return table.filter(mask if keep else pc.invert(mask))
+
+    return RetrievalData(data.corpus, pick(data.queries), pick(data.qrels), data.reports)
+
+
 def split_queries(data: RetrievalData, dev_fraction: float, seed: int) -> tuple[RetrievalData, RetrievalData]:
-    """Hold out a deterministic fraction of the queries (by a hash of the id) for validation; the corpus is shared."""
-    ids = data.queries.column("query_id").to_pylist()
-    dev_ids = {
-        qid
-        for qid in ids
-        if int(hashlib.sha256(f"{seed}:{qid}".encode()).hexdigest()[:8], 16) / 0xFFFFFFFF < dev_fraction
-    }
-    if not dev_ids and ids and dev_fraction > 0:
-        dev_ids = {sorted(ids)[0]}
-    dev_set = pa.array(sorted(dev_ids), pa.string())
+    """Hold out a deterministic fraction of the queries for validation; the corpus is shared.
 
-    def subset(table: pa.Table, keep_dev: bool) -> pa.Table:
-        mask = pc.is_in(table.column("query_id"), value_set=dev_set)
-        return table.filter(mask if keep_dev else pc.invert(mask))
+    The unit is a group of queries sharing a relevant document (:func:`_query_groups`), chosen by a hash of the
+    group, so no twin of a held-out query (same positives, other language) is trained on.
+    """
+    groups = _query_groups(data)
+    dev_ids = {qid for qid, group in groups.items() if _hash_fraction(seed, group) < dev_fraction}
+    if not dev_ids and groups and dev_fraction > 0:
+        first = sorted(groups)[0]
+        dev_ids = {q for q, g in groups.items() if g == groups[first]}
+    return _subset(data, dev_ids, False), _subset(data, dev_ids, True)
 
-    train = RetrievalData(data.corpus, subset(data.queries, False), subset(data.qrels, False), data.reports)
-    dev = RetrievalData(data.corpus, subset(data.queries, True), subset(data.qrels, True), data.reports)
-    return train, dev
+
+def split_validation_test(dev: RetrievalData, seed: int) -> tuple[RetrievalData, RetrievalData]:
+    """Split held-out queries in two by group: validation (checkpoint selection) and test (the reported metrics), so
+    a model is never reported on the queries it was selected on."""
+    groups = _query_groups(dev)
+    test_ids = {qid for qid, group in groups.items() if _hash_fraction(seed + 1, group) < 0.5}
+    if groups and (
+        not test_ids or len(test_ids) == len(groups)
+    ):  # tiny sets: split the sorted groups in half
+        keys = sorted(set(groups.values()))
+        chosen = set(keys[len(keys) // 2 :])
+        test_ids = {q for q, g in groups.items() if g in chosen}
+    return _subset(dev, test_ids, False), _subset(dev, test_ids, True)
 
 
 def format_results(model: dict[str, float], bm25: dict[str, float], bm25_name: str) -> str:
@@ -128,7 +175,7 @@ def format_results(model: dict[str, float], bm25: dict[str, float], bm25_name: s
 def run_pipeline(cfg: RaySparseConfig, force: bool = False) -> PipelineResult:
     """Run the whole main job described by ``cfg`` and return per-stage results and the final metrics."""
     from raysparse.augment import BilingualDictionary, augment_triples_file, sentence_pairs_table
-    from raysparse.backbone import build_local_backbone
+    from raysparse.backbone import build_encoder, build_local_backbone
     from raysparse.data import load_source, sample_bilingual
     from raysparse.evaluate import evaluate_bm25, evaluate_model, write_metrics
     from raysparse.mining import mine
@@ -148,13 +195,16 @@ def run_pipeline(cfg: RaySparseConfig, force: bool = False) -> PipelineResult:
     data = load_source(cfg.data)
     for report in data.reports:
         log.info("%s", report)
-    train_data, dev_data = split_queries(data, cfg.data.dev_fraction, cfg.data.seed)
+    train_data, held_out = split_queries(data, cfg.data.dev_fraction, cfg.data.seed)
+    # validation picks the checkpoint, test is what the results report: never the same queries
+    dev_data, test_data = split_validation_test(held_out, cfg.data.seed)
     data_key = fingerprint([cfg.data.model_dump(), data.summary(), [str(r) for r in data.reports]])
     log.info(
-        "data: %s (train %d / dev %d queries)",
+        "data: %s (train %d / validation %d / test %d queries)",
         data.summary(),
         train_data.queries.num_rows,
         dev_data.queries.num_rows,
+        test_data.queries.num_rows,
     )
 
     # Bilingual resources: user dictionaries (+ the shipped sample's glossary/parallel text for the sample data).
@@ -181,18 +231,29 @@ def run_pipeline(cfg: RaySparseConfig, force: bool = False) -> PipelineResult:
     def build_backbone(stage_dir: Path) -> dict[str, Any]:
         info: dict[str, Any] = {}
         path = cfg.model.backbone
+        # Text the tokenizer and the lexical statistics are learned from: the corpus, the *training* queries (never
+        # the held-out ones) and the bilingual text.
+        terms = dictionary.to_table()
+        texts = data.corpus.column("text").to_pylist() + train_data.queries.column("text").to_pylist()
+        texts += sentences.column("ko").to_pylist() + sentences.column("en").to_pylist()
+        texts += terms.column("ko").to_pylist() + terms.column("en").to_pylist()
         if path == "local-small":
-            texts = data.corpus.column("text").to_pylist() + data.queries.column("text").to_pylist()
-            texts += sentences.column("ko").to_pylist() + sentences.column("en").to_pylist()
-            terms = dictionary.to_table()
-            texts += terms.column("ko").to_pylist() + terms.column("en").to_pylist()
             path = build_local_backbone(texts, cfg.model, str(stage_dir / "mlm"))
             info["num_tokenizer_texts"] = len(texts)
-        if cfg.model.translation_prior > 0:
-            path, table_info = _attach_translation_prior(
-                path, cfg, sentences, dictionary, stage_dir / "model"
-            )
-            info.update(table_info)
+        path, encoder_info = build_encoder(
+            path,
+            cfg.model,
+            stage_dir / "model",
+            background_texts=texts,
+            documents=data.corpus.column("text").to_pylist(),
+            sentence_pairs=list(
+                zip(sentences.column("ko").to_pylist(), sentences.column("en").to_pylist(), strict=True)
+            ),
+            glossary_pairs=list(
+                zip(terms.column("ko").to_pylist(), terms.column("en").to_pylist(), strict=True)
+            ),
+        )
+        info.update(encoder_info)
         if time_prior:
             # time.use_as_training_prior: inference-free query weights start from the recency IDF (train.py keeps
             # query weights a backbone brings instead of computing plain IDF over the training documents)
@@ -255,14 +316,8 @@ def run_pipeline(cfg: RaySparseConfig, force: bool = False) -> PipelineResult:
 
     # Evaluation of the model next to BM25 on the held-out queries.
     def evaluate(stage_dir: Path) -> dict[str, Any]:
-        model_metrics = evaluate_model(
-            model_dir,
-            dev_data,
-            cfg.eval,
-            max_query_length=cfg.model.max_query_length,
-            max_doc_length=cfg.model.max_doc_length,
-        )
-        bm25_metrics = evaluate_bm25(dev_data, cfg.eval.bm25_analyzer)
+        model_metrics = evaluate_model(model_dir, test_data, cfg.eval)  # the model's saved encoding spec
+        bm25_metrics = evaluate_bm25(test_data, cfg.eval.bm25_analyzer)
         write_metrics(model_metrics, stage_dir / "model" / "metrics.json")
         write_metrics(bm25_metrics, stage_dir / f"bm25-{cfg.eval.bm25_analyzer}" / "metrics.json")
         return {"model": _metrics_only(model_metrics), "bm25": _metrics_only(bm25_metrics)}
@@ -275,41 +330,13 @@ def run_pipeline(cfg: RaySparseConfig, force: bool = False) -> PipelineResult:
     table = format_results(r.info["model"], r.info["bm25"], f"BM25-{cfg.eval.bm25_analyzer}")
     results_path = out / "results.md"
     results_path.write_text(
-        f"# {cfg.name}: dev results ({dev_data.queries.num_rows} held-out queries, {data.corpus.num_rows} documents)\n\n"
+        f"# {cfg.name}: test results ({test_data.queries.num_rows} held-out test queries, {data.corpus.num_rows} "
+        f"documents; the checkpoint was selected on {dev_data.queries.num_rows} other validation queries)\n\n"
         f"{table}\n\nStages: "
         + ", ".join(f"{s.name} {'cached' if s.skipped else f'{s.seconds:.0f}s'}" for s in results)
         + "\n"
     )
     return PipelineResult(results, r.info["model"], r.info["bm25"], results_path)
-
-
-def _attach_translation_prior(
-    backbone: str, cfg: RaySparseConfig, sentences: pa.Table, dictionary: Any, out_dir: Path
-) -> tuple[str, dict[str, Any]]:
-    """Learn the translation table for ``backbone``'s tokenizer and save the encoder with it (HF layout)."""
-    from raysparse.alignment import describe, learn_translation_table
-    from raysparse.model import SparseEncoder
-
-    encoder = SparseEncoder.from_pretrained(backbone, lexical_prior=cfg.model.lexical_prior)
-    terms = dictionary.to_table()
-    table = learn_translation_table(
-        encoder.tokenizer,
-        zip(sentences.column("ko").to_pylist(), sentences.column("en").to_pylist(), strict=True),
-        zip(terms.column("ko").to_pylist(), terms.column("en").to_pylist(), strict=True),
-        top_k=cfg.model.translation_top_k,
-        min_score=cfg.model.translation_min_score,
-    )
-    encoder = SparseEncoder(
-        encoder.mlm,
-        encoder.tokenizer,
-        lexical_prior=cfg.model.lexical_prior,
-        translation_prior=cfg.model.translation_prior,
-        translation_table=table,
-    )
-    encoder.save_pretrained(out_dir)
-    examples = describe(table, encoder.tokenizer, ["검색", "모델", "데이터", "search", "model"])
-    log.info("translation prior: %d entries; e.g. %s", table.num_entries, examples)
-    return str(out_dir), {"translation_entries": table.num_entries, "translation_examples": examples}
 
 
 def _attach_recency_query_weights(model_path: str, cfg: RaySparseConfig, data: Any, out_dir: Path) -> str:

@@ -684,13 +684,7 @@ def run_loop(
         name = Path(dev).name
         table[name], per_query = {}, {}
         for system, model_dir in systems.items():
-            result = evaluate_model(
-                model_dir,
-                data,
-                cfg.eval,
-                max_query_length=cfg.model.max_query_length,
-                max_doc_length=cfg.model.max_doc_length,
-            )
+            result = evaluate_model(model_dir, data, cfg.eval)  # each model's saved encoding spec
             write_metrics(result, out / "eval" / name / system.replace(" ", "-") / "metrics.json")
             table[name][system] = {k: float(result.metrics[k]) for k in LOOP_METRICS if k in result.metrics}
             per_query[system] = result.per_query

@@ -193,19 +193,30 @@ def sample_rows(
 
 @dataclass
 class Collator:
-    """Tokenise a micro-batch with dynamic padding (pad to the longest sequence in the batch, not the maximum)."""
+    """Tokenise a micro-batch by the model's encoding spec (documents in windows, Kiwi pre-tokenisation when the
+    spec says so), with dynamic padding (pad to the longest window in the batch, not the maximum)."""
 
     tokenizer: Any
     max_query_length: int
     max_doc_length: int
     negatives_per_query: int
     seed: int
+    spec: Any = None  # raysparse.encoding.EncodingSpec; None: one from the lengths above
 
-    def _tokenize(self, texts: Sequence[str], max_length: int) -> tuple[torch.Tensor, torch.Tensor]:
-        enc = self.tokenizer(
-            list(texts), padding=True, truncation=True, max_length=max_length, return_tensors="pt"
-        )
-        return enc["input_ids"], enc["attention_mask"]
+    def __post_init__(self) -> None:
+        from raysparse.encoding import EncodingSpec
+
+        if self.spec is None:
+            self.spec = EncodingSpec(
+                max_query_length=self.max_query_length,
+                max_doc_length=self.max_doc_length,
+                doc_stride=max(1, (self.max_doc_length - 2) * 3 // 4),
+            )
+
+    def _tokenize(self, texts: Sequence[str], *, is_query: bool) -> Any:
+        from raysparse.encoding import tokenize_texts
+
+        return tokenize_texts(self.tokenizer, texts, self.spec, is_query=is_query)
 
     def examples(self, ex: TrainingExamples, rows: Sequence[tuple[int, int]]) -> dict[str, Any]:
         """Query, one positive and ``negatives_per_query`` negatives per row, chosen by ``(seed, epoch, row)``."""
@@ -225,9 +236,9 @@ class Collator:
                 negatives.extend(ex.negatives[row][int(i)] for i in chosen)
                 t_neg.append([ex.negative_scores[row][int(i)] for i in chosen])
         batch: dict[str, Any] = {}
-        batch["q_ids"], batch["q_mask"] = self._tokenize(queries, self.max_query_length)
+        batch["q"] = self._tokenize(queries, is_query=True)
         # positives first, then negatives row-major: one document forward per micro-step
-        batch["d_ids"], batch["d_mask"] = self._tokenize(positives + negatives, self.max_doc_length)
+        batch["d"] = self._tokenize(positives + negatives, is_query=False)
         batch["num_positives"] = len(positives)
         batch["teacher_pos"] = torch.tensor(t_pos, dtype=torch.float32)
         batch["teacher_neg"] = torch.tensor(t_neg, dtype=torch.float32) if k else None
@@ -251,10 +262,10 @@ class Collator:
         for i, src in enumerate(sources):
             n = size // len(sources) + (1 if i < size % len(sources) else 0)
             chosen.extend(src[int(j)] for j in rng.integers(len(src), size=n))
-        batch: dict[str, Any] = {}
-        batch["ko_ids"], batch["ko_mask"] = self._tokenize([c[0] for c in chosen], self.max_doc_length)
-        batch["en_ids"], batch["en_mask"] = self._tokenize([c[1] for c in chosen], self.max_doc_length)
-        return batch
+        return {
+            "ko": self._tokenize([c[0] for c in chosen], is_query=False),
+            "en": self._tokenize([c[1] for c in chosen], is_query=False),
+        }
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -515,39 +526,26 @@ class TorchBackend:
 
 
 def evaluate_dev(model: Any, dev: RetrievalData, k: int = 10, batch_size: int = 32) -> dict[str, float]:
-    """nDCG/MRR/recall@k of ``model`` on a (small) dev collection, by exhaustive scoring (validation-sized sets;
-    the evaluation stage uses an inverted index). Metrics are :func:`raysparse.evaluate.compute_metrics`'s."""
-    import torch
+    """nDCG/MRR/recall@k of ``model`` on the validation collection, through the evaluation stage's own code
+    (:func:`raysparse.evaluation.evaluate_model`: the model's encoding spec, the same index and metrics), so the
+    checkpoint is selected on the numbers ``raysparse evaluate`` would report."""
+    from raysparse.evaluation.core import evaluate_model
 
-    from raysparse.evaluate import compute_metrics, qrels_from_table
+    class _Cfg:  # the cut-offs evaluate_model reads from an EvalConfig
+        def __init__(self) -> None:
+            self.k, self.recall_k, self.batch_size = k, 100, batch_size
 
-    titles = dev.corpus.column("title").to_pylist()
-    texts = dev.corpus.column("text").to_pylist()
-    docs = [f"{t} {x}" if t else x for t, x in zip(titles, texts, strict=True)]
-    doc_ids = dev.corpus.column("doc_id").to_pylist()
-    query_ids = dev.queries.column("query_id").to_pylist()
     was_training = model.training
     model.eval()
     try:
-        with torch.no_grad():
-            d = _as_dense(model.encode_documents(docs, batch_size=batch_size))
-            q = _as_dense(model.encode_queries(dev.queries.column("text").to_pylist(), batch_size=batch_size))
+        result = evaluate_model(model, dev, _Cfg())
     finally:
         model.train(was_training)
-    scores = q @ d.T
-    depth = min(100, scores.shape[1])
-    top_scores, top_index = torch.topk(scores, depth, dim=1)
-    run = {
-        qid: {doc_ids[j]: float(v) for v, j in zip(row_s.tolist(), row_i.tolist(), strict=True)}
-        for qid, row_s, row_i in zip(query_ids, top_scores, top_index, strict=True)
-    }
-    # @10 always: it is the checkpoint-ranking and early-stopping metric (VAL_METRIC) whatever eval.k says
-    result = compute_metrics(run, qrels_from_table(dev.qrels), ks=sorted({10, k}))
-    return {
-        **{f"val/{name}": float(value) for name, value in result.metrics.items()},
-        "val/active_terms_query": float((q > 0).sum(1).float().mean()),
-        "val/active_terms_doc": float((d > 0).sum(1).float().mean()),
-    }
+    keep = {f"ndcg@{k}", f"mrr@{k}", "ndcg@10", "mrr@10", "recall@10", "recall@100", f"recall@{k}"}
+    out = {f"val/{name}": float(v) for name, v in result.metrics.items() if name in keep}
+    out["val/active_terms_query"] = float(result.metrics.get("avg_query_terms", 0.0))
+    out["val/active_terms_doc"] = float(result.metrics.get("avg_doc_terms", 0.0))
+    return out
 
 
 def _as_dense(reps: Any) -> torch.Tensor:
@@ -587,22 +585,15 @@ def _training_module(encoder: Any) -> torch.nn.Module:
             super().__init__()
             self.encoder = encoder
 
-        def forward(
-            self,
-            q_ids: torch.Tensor,
-            q_mask: torch.Tensor,
-            d_ids: torch.Tensor,
-            d_mask: torch.Tensor,
-            ko_ids: torch.Tensor | None = None,
-            ko_mask: torch.Tensor | None = None,
-            en_ids: torch.Tensor | None = None,
-            en_mask: torch.Tensor | None = None,
-        ) -> tuple[torch.Tensor, ...]:
-            q = self.encoder.query_forward(q_ids, q_mask)
-            d = self.encoder(d_ids, d_mask)
-            if ko_ids is None:
-                return q, d
-            return q, d, self.encoder(ko_ids, ko_mask), self.encoder(en_ids, en_mask)
+        def forward(self, q: Any, d: Any, ko: Any = None, en: Any = None) -> tuple[torch.Tensor, ...]:
+            """TokenizedBatch inputs (raysparse.encoding) -> (B, V) representations, windows pooled per text."""
+            reps = [self.encoder.encode_batch(q, is_query=True), self.encoder.encode_batch(d, is_query=False)]
+            if ko is not None:
+                reps += [
+                    self.encoder.encode_batch(ko, is_query=False),
+                    self.encoder.encode_batch(en, is_query=False),
+                ]
+            return tuple(reps)
 
     return QueryDocEncoder(encoder)
 
@@ -612,11 +603,10 @@ WRAPPER_PREFIX = "encoder."  # state-dict prefix the training wrapper adds
 
 def _forward(backend: Any, batch: dict[str, Any], pairs: dict[str, Any] | None) -> list[torch.Tensor]:
     """Run the wrapped encoder through the engine (ZeRO hooks, DDP sync); fp32 representations out."""
-    names = ["q_ids", "q_mask", "d_ids", "d_mask"]
-    tensors = [batch[n].to(backend.device) for n in names]
+    inputs = [batch["q"].to(backend.device), batch["d"].to(backend.device)]
     if pairs is not None:
-        tensors += [pairs[n].to(backend.device) for n in ("ko_ids", "ko_mask", "en_ids", "en_mask")]
-    return [r.float() for r in backend(*tensors)]
+        inputs += [pairs["ko"].to(backend.device), pairs["en"].to(backend.device)]
+    return [r.float() for r in backend(*inputs)]
 
 
 def _flops(q: torch.Tensor, d: torch.Tensor) -> float:
@@ -650,13 +640,17 @@ def _maybe_fail(config: dict[str, Any], step: int, rank: int) -> None:
 def _build_model(cfg: RaySparseConfig, backbone: str, examples: TrainingExamples) -> Any:
     """The encoder to train. Inference-free query mode needs per-token query weights: when the backbone brings none,
     start from BM25-style IDF over the training documents (identical on every rank: same data, same tokenizer)."""
+    # the config is authoritative for the priors (Tune varies them); a translation table comes with the backbone dir
+    from raysparse.encoding import spec_from_model_config
     from raysparse.model import QUERY_WEIGHTS_FILE, RAYSPARSE_JSON, SparseEncoder, idf_weights
 
-    # the config is authoritative for the priors (Tune varies them); a translation table comes with the backbone dir
     overrides: dict[str, Any] = {
-        "lexical_prior": cfg.model.lexical_prior,
+        "lexical_prior": cfg.model.lexical_prior if cfg.model.lexical_weighting == "logit" else 0.0,
         "query_mode": cfg.model.query_mode,
         "translation_prior": cfg.model.translation_prior,
+        "neural_weight": cfg.model.neural_weight,
+        "translation_side": cfg.model.translation_side,
+        "spec": spec_from_model_config(cfg.model),
     }
     has_weights = (Path(backbone) / QUERY_WEIGHTS_FILE).is_file() and (
         Path(backbone) / RAYSPARSE_JSON
@@ -709,6 +703,7 @@ def run_loop(config: dict[str, Any], io: LoopIO) -> list[dict[str, Any]]:
         cfg.model.max_doc_length,
         tc.negatives_per_query,
         tc.seed,
+        spec=encoder.spec,
     )
     if tc.deepspeed.enabled:
         backend: Any = DeepSpeedBackend(model, tc, on_gpu)
@@ -970,16 +965,22 @@ def _check_missing_are_tied(model: Any, missing: list[str], ckpt: Path) -> None:
 def _prepare_backbone(
     cfg: RaySparseConfig, examples: TrainingExamples, out_dir: Path, backbone_dir: str | None
 ) -> str:
+    """The backbone the workers load: ``backbone_dir`` as given (the pipeline built it with its priors), else the
+    configured one (a local backbone built from the training texts) with the priors and spec attached."""
     if backbone_dir:
         return str(backbone_dir)
-    if cfg.model.backbone != "local-small":
-        return cfg.model.backbone
-    from raysparse.backbone import build_local_backbone
+    from raysparse.backbone import build_encoder, build_local_backbone
 
     target = out_dir / "backbone"
-    if (target / "config.json").is_file():
+    if (target / "raysparse.json").is_file():
         return str(target)
-    return str(build_local_backbone(examples.texts(), cfg.model, str(target)))
+    texts = examples.texts()
+    path = cfg.model.backbone
+    if path == "local-small":
+        path = build_local_backbone(texts, cfg.model, str(out_dir / "backbone-mlm"))
+    documents = list(dict.fromkeys(t for group in (*examples.positives, *examples.negatives) for t in group))
+    path, _ = build_encoder(path, cfg.model, target, background_texts=texts, documents=documents)
+    return path
 
 
 def _loop_config(

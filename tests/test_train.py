@@ -276,21 +276,24 @@ def test_collator_pads_dynamically_and_carries_teacher_scores(train_inputs):
     col = Collator(tok, max_query_length=16, max_doc_length=48, negatives_per_query=2, seed=1)
     rows = sample_rows(len(ex), 4, seed=1, micro_step=3)
     batch = col.examples(ex, rows)
-    assert batch["q_ids"].shape[0] == 4 and batch["d_ids"].shape[0] == 4 + 4 * 2
-    assert batch["q_ids"].shape[1] <= 16 and batch["d_ids"].shape[1] <= 48
+    q, d = batch["q"], batch["d"]
+    assert q.num_texts == q.input_ids.shape[0] == 4 and d.num_texts == 4 + 4 * 2
+    assert q.input_ids.shape[1] <= 16 and d.input_ids.shape[1] <= 48
+    # long documents become several windows, each owned by its text; every text has at least one
+    assert d.input_ids.shape[0] >= d.num_texts and set(d.text_index.tolist()) == set(range(d.num_texts))
     # dynamic padding: the longest row in the batch has no padding
-    assert batch["q_mask"].sum(1).max() == batch["q_ids"].shape[1]
+    assert q.attention_mask.sum(1).max() == q.input_ids.shape[1]
     assert batch["teacher_neg"].shape == (4, 2)
     # teacher scores are those of the chosen documents, and the choice is reproducible
     row0 = rows[0][0]
     assert batch["teacher_pos"][0].item() == ex.positive_scores[row0][0]
     assert all(s in ex.negative_scores[row0] for s in batch["teacher_neg"][0].tolist())
     again = col.examples(ex, rows)
-    assert (again["d_ids"] == batch["d_ids"]).all()
+    assert (again["d"].input_ids == batch["d"].input_ids).all()
     sentences, report = load_pairs(train_inputs["sentence_pairs"], "sentence pairs")
     assert report.read == len(sentences) > 100
     pairs = col.pairs([("검색", "search")], sentences, 6, micro_step=0, rank=0)
-    assert pairs["ko_ids"].shape[0] == pairs["en_ids"].shape[0] == 6
+    assert pairs["ko"].num_texts == pairs["en"].num_texts == 6
 
 
 @pytest.mark.slow

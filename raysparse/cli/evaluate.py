@@ -29,8 +29,24 @@ def register(subparsers: Any) -> None:
     parser.add_argument(
         "--bm25",
         action="append",
-        choices=["kiwi", "bigram"],
-        help="BM25 analyzer (repeatable); with --model the baseline, default eval.bm25_analyzer",
+        choices=["kiwi", "bigram", "pieces", "translated"],
+        help="BM25 baseline (repeatable): kiwi / bigram analyzers; pieces = BM25 over the --model's own word "
+        "pieces (what its untrained lexical part approximates); translated = BM25-Kiwi over dictionary-translated "
+        "queries (word-level Dice table from augment.parallel_text + glossaries, see --translator); with --model "
+        "the first is the report's baseline, default eval.bm25_analyzer",
+    )
+    parser.add_argument(
+        "--translator",
+        metavar="FILE",
+        help="word translation table (JSON) for --bm25 translated: loaded when it exists, else learned from the "
+        "config's augment.parallel_text / dictionaries / use_shared_glossaries and written there",
+    )
+    parser.add_argument(
+        "--spec",
+        metavar="KEY=VALUE",
+        action="append",
+        default=[],
+        help="override the model's saved encoding spec (repeatable, logged), e.g. doc_top_k=100, max_windows=1",
     )
     parser.add_argument("--no-baseline", action="store_true", help="with --model: skip BM25 and the report")
     source = parser.add_mutually_exclusive_group(required=True)
@@ -87,19 +103,27 @@ def _evaluate_collection(args: argparse.Namespace, cfg: Any, data: Any, out: Pat
     if args.model and args.no_baseline:
         analyzers = []
     results = []
+    translator = _translator(args, cfg) if "translated" in analyzers else None
     if model is not None:
         results.append(
-            evaluate_model(
-                model,
-                data,
-                cfg.eval,
-                system="model",
-                max_query_length=cfg.model.max_query_length,
-                max_doc_length=cfg.model.max_doc_length,
-            )
+            evaluate_model(model, data, cfg.eval, system="model")  # the model's saved encoding spec
         )
     for analyzer in analyzers:
-        results.append(evaluate_bm25(data, analyzer, cfg.eval))
+        if analyzer == "pieces":
+            from raysparse.evaluation.core import model_piece_analyzer
+
+            if model is None:
+                raise ValueError("--bm25 pieces needs --model (BM25 over that model's word pieces)")
+            analyze = model_piece_analyzer(model)
+            results.append(evaluate_bm25(data, "pieces", cfg.eval, analyze=analyze, system="bm25-pieces"))
+        elif analyzer == "translated":
+            results.append(
+                evaluate_bm25(
+                    data, "kiwi", cfg.eval, translate=translator.translate_all, system="bm25-kiwi-translated"
+                )
+            )
+        else:
+            results.append(evaluate_bm25(data, analyzer, cfg.eval))
     for result in results:
         write_metrics(result, out / result.system / "metrics.json")
         write_run(result, out / result.system / "run.trec", depth=max(cfg.eval.recall_k, 100))
@@ -125,13 +149,68 @@ def _evaluate_collection(args: argparse.Namespace, cfg: Any, data: Any, out: Pat
     return results
 
 
+def _translator(args: argparse.Namespace, cfg: Any) -> Any:
+    """The word-level translation table for ``--bm25 translated``: ``--translator`` if it exists, else learned."""
+    from raysparse.evaluation.translated import WordTranslator, learn_word_translator
+
+    if args.translator and Path(args.translator).is_file():
+        return WordTranslator.load(args.translator)
+    from raysparse.augment import BilingualDictionary, sentence_pairs_table
+
+    terms = BilingualDictionary.from_sources(
+        cfg.augment.dictionaries, use_shared=cfg.augment.use_shared_glossaries
+    ).to_table()
+    sentences = sentence_pairs_table(cfg.augment.parallel_text)
+    if terms.num_rows + sentences.num_rows == 0:
+        raise ValueError(
+            "--bm25 translated needs parallel text or a dictionary: set augment.parallel_text, "
+            "augment.dictionaries or augment.use_shared_glossaries"
+        )
+    translator = learn_word_translator(
+        zip(sentences.column("ko").to_pylist(), sentences.column("en").to_pylist(), strict=True),
+        zip(terms.column("ko").to_pylist(), terms.column("en").to_pylist(), strict=True),
+    )
+    if args.translator:
+        Path(args.translator).parent.mkdir(parents=True, exist_ok=True)
+        translator.save(args.translator)
+    print(f"word translation table: {len(translator.table)} terms", file=sys.stderr)
+    return translator
+
+
+def _apply_spec_overrides(model: Any, overrides: list[str]) -> None:
+    """``--spec key=value`` on the loaded model's encoding spec (typed by the spec's fields; logged)."""
+    import dataclasses
+
+    if not overrides:
+        return
+    fields = {f.name: f for f in dataclasses.fields(model.spec)}
+    changes: dict[str, Any] = {}
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        if not sep or key not in fields:
+            raise ValueError(f"--spec {item!r}: expected KEY=VALUE with KEY one of {sorted(fields)}")
+        current = getattr(model.spec, key)
+        if value.lower() in ("null", "none"):
+            changes[key] = None
+        elif isinstance(current, bool):
+            changes[key] = value.lower() in ("1", "true", "yes")
+        elif key in ("doc_top_k", "query_top_k") or isinstance(current, int):
+            changes[key] = int(value)
+        elif isinstance(current, float):
+            changes[key] = float(value)
+        else:
+            changes[key] = value
+    model.spec = dataclasses.replace(model.spec, **changes)
+    print(f"encoding spec overridden: {changes}", file=sys.stderr)
+
+
 def _evaluate_opensearch(args: argparse.Namespace, cfg: Any, data: Any, out: Path) -> Any:
     """metrics.json from OpenSearch's results for ``data``'s queries (the corpus must already be indexed)."""
     from raysparse.evaluation import evaluate_run, write_metrics, write_run
     from raysparse.opensearch import index_term_stats, make_client, model_query_encoder, opensearch_run
 
     mode = args.os_mode or ("sparse" if args.model else "bm25")
-    encoder = model_query_encoder(args.model, cfg.model.max_query_length) if args.model else None
+    encoder = model_query_encoder(args.model) if args.model else None
     run, _ = opensearch_run(
         args.opensearch, args.index, data, encoder, mode, size=cfg.eval.recall_k, os_cfg=cfg.opensearch
     )
@@ -176,6 +255,8 @@ def run(args: argparse.Namespace) -> int:
         from raysparse.evaluation.devsets import crosslingual_dev_sets
 
         model = load_encoder(args.model) if args.model else None
+        if model is not None:
+            _apply_spec_overrides(model, args.spec)
         if args.beir:
             data = read_beir(args.beir, args.split)
             for report in data.reports:

@@ -100,7 +100,7 @@ def run(args: argparse.Namespace) -> int:
         print(report, file=sys.stderr)
     print(f"data: {data.summary()}", file=sys.stderr)
     factory = (
-        model_encoder_factory(args.model, top_k=args.top_k, max_length=cfg.model.max_doc_length)
+        model_encoder_factory(args.model, top_k=args.top_k)  # lengths/windows: the model's spec
         if args.model
         else lexical_encoder_factory("bigram")
     )

@@ -52,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
 
     encoder = None
     if args.model:
-        encoder = model_query_encoder(args.model, cfg.model.max_query_length)
+        encoder = model_query_encoder(args.model)  # the model's spec
     elif args.lexical:
         encoder = lexical_term_weights
     client = make_client(cfg.opensearch)

@@ -151,8 +151,16 @@ def evaluate_bm25(
     k1: float | None = None,
     b: float | None = None,
     show_progress: bool = True,
+    analyze: Callable[[Sequence[str]], list[list[str]]] | None = None,
+    translate: Callable[[list[list[str]]], list[dict[str, float]]] | None = None,
+    system: str | None = None,
 ) -> EvalResult:
-    """BM25 (bm25s, ``raysparse.analyzers``; k1/b default to ``MiningConfig``'s) on ``data``."""
+    """BM25 (bm25s, ``raysparse.analyzers``; k1/b default to ``MiningConfig``'s) on ``data``.
+
+    ``analyze`` replaces the named analyzer (e.g. a model's word pieces, :func:`model_piece_analyzer`);
+    ``translate`` maps each query's analysed terms to weighted terms in the documents' language (BM25 over
+    dictionary-translated queries, :mod:`raysparse.evaluation.translated`).
+    """
     from tqdm.auto import tqdm
 
     from raysparse.analyzers import get_analyzer
@@ -161,7 +169,8 @@ def evaluate_bm25(
     defaults = MiningConfig()
     k1 = defaults.bm25_k1 if k1 is None else k1
     b = defaults.bm25_b if b is None else b
-    analyze: Callable[[Sequence[str]], list[list[str]]] = get_analyzer(analyzer)
+    if analyze is None:
+        analyze = get_analyzer(analyzer)
     docs = document_texts(data)
     doc_tokens: list[list[str]] = []
     for start in tqdm(
@@ -170,19 +179,25 @@ def evaluate_bm25(
         doc_tokens.extend(analyze(docs[start : start + 512]))
     query_tokens = analyze(data.queries.column("text").to_pylist())
     doc_matrix, vocab = bm25_document_matrix(doc_tokens, k1, b)
-    query_matrix = terms_to_csr(query_tokens, vocab, grow=False)
-    # Distinct analysed terms, including those no document has (they cost a lookup, even if they score nothing).
-    avg_q = float(np.mean([len(set(t)) for t in query_tokens])) if query_tokens else 0.0
     query_ids = data.queries.column("query_id").to_pylist()
-    query_terms = {}
-    for qid, tokens in zip(query_ids, query_tokens, strict=True):
-        counts: TermWeights = {}
-        for t in tokens:
-            counts[t] = counts.get(t, 0.0) + 1.0
-        query_terms[qid] = counts
+    query_terms: dict[str, TermWeights] = {}
+    if translate is not None:
+        weighted = translate(query_tokens)
+        query_matrix = terms_to_csr(weighted, vocab, grow=False)
+        avg_q = float(np.mean([len(w) for w in weighted])) if weighted else 0.0
+        query_terms = dict(zip(query_ids, weighted, strict=True))
+    else:
+        query_matrix = terms_to_csr(query_tokens, vocab, grow=False)
+        # Distinct analysed terms, including those no document has (they cost a lookup, even if they score nothing).
+        avg_q = float(np.mean([len(set(t)) for t in query_tokens])) if query_tokens else 0.0
+        for qid, tokens in zip(query_ids, query_tokens, strict=True):
+            counts: TermWeights = {}
+            for t in tokens:
+                counts[t] = counts.get(t, 0.0) + 1.0
+            query_terms[qid] = counts
     result = _evaluate_vectors(
         data,
-        f"bm25-{analyzer}",
+        system or f"bm25-{analyzer}",
         doc_matrix,
         query_matrix,
         metric_cutoffs(eval_cfg),
@@ -191,6 +206,30 @@ def evaluate_bm25(
     )
     result.info.update({"analyzer": analyzer, "k1": k1, "b": b})
     return result
+
+
+def model_piece_analyzer(model: Any) -> Callable[[Sequence[str]], list[list[str]]]:
+    """The model's own terms as a BM25 analyzer: its pre-tokenisation and word pieces, only the pieces its lexical
+    part counts (function morphemes, punctuation and special tokens out). BM25 over these, with the evaluated
+    corpus's own statistics, is what the untrained encoder's lexical part approximates."""
+    import torch
+
+    from raysparse.encoding import pretokenize
+
+    encoder = load_encoder(model)
+    tokenizer = encoder.tokenizer
+    lexical = getattr(encoder, "lexical", None)
+    keep = lexical.piece_mask.cpu() > 0 if lexical is not None else encoder.keep_mask.cpu() > 0
+
+    def analyze(texts: Sequence[str]) -> list[list[str]]:
+        pieces = tokenizer(pretokenize(list(texts), encoder.spec.pretokenize), add_special_tokens=False)
+        out = []
+        for ids in pieces["input_ids"]:
+            kept = [i for i in ids if i < len(keep) and bool(keep[i])]
+            out.append([str(i) for i in torch.as_tensor(kept, dtype=torch.long).tolist()])
+        return out
+
+    return analyze
 
 
 # ------------------------------------------------------------------------------------------------ sparse encoder
