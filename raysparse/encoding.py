@@ -119,6 +119,26 @@ def pretokenize(texts: Sequence[str], mode: str) -> list[str]:
     return kiwi_segment_with_tags(texts)[0]
 
 
+def _join_morphemes(text: str, tokens: Sequence[Any]) -> str:
+    """Kiwi morphemes joined by spaces, Korean as Kiwi's forms (했다 -> 하 었 다) but everything else as written:
+    adjacent non-Hangul tokens are re-joined from the original text (Kiwi can split an English word, e.g.
+    "models." -> "m" + "odels."), so English, numbers and code keep the word pieces they have without Kiwi."""
+    from raysparse.analyzers import is_hangul
+
+    pieces: list[str] = []
+    last_end = -1
+    last_foreign = False
+    for tok in tokens:
+        surface = text[tok.start : tok.start + tok.len]
+        foreign = not any(is_hangul(ch) for ch in surface)
+        if foreign and last_foreign and tok.start == last_end:
+            pieces[-1] += surface
+        else:
+            pieces.append(surface if foreign else tok.form)
+        last_end, last_foreign = tok.start + tok.len, foreign
+    return " ".join(pieces)
+
+
 def kiwi_segment_with_tags(texts: Sequence[str]) -> tuple[list[str], Counter[str], Counter[str]]:
     """One Kiwi pass: the ``pretokenize(texts, "kiwi")`` output plus the content and function morpheme forms seen
     (by Kiwi tag; :func:`raysparse.model.fit_lexical_prior` masks pieces that are mostly function morphemes)."""
@@ -135,7 +155,7 @@ def kiwi_segment_with_tags(texts: Sequence[str]) -> tuple[list[str], Counter[str
     function: Counter[str] = Counter()
     for i, tokens in zip(nonempty, analysed, strict=True):
         if tokens:
-            segmented[i] = " ".join(tok.form for tok in tokens)
+            segmented[i] = _join_morphemes(texts[i], tokens)
         for tok in tokens:
             (content if tok.tag in KIWI_CONTENT_TAGS else function)[tok.form] += 1
     return segmented, content, function

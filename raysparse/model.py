@@ -29,7 +29,7 @@ BM25 lexical part (``lexical``, a :class:`LexicalPrior`): the vector of a text a
 every word piece it contains, computed from the piece counts of the whole text::
 
     tf[v]    = count of piece v in the text (pieces in ``LexicalPrior.piece_mask`` only: content morphemes)
-    lex_d[v] = idf[v] * tf (k1 + 1) / (tf + k1 (1 - b + b dl / avgdl))      documents (idf moves to the query
+    lex_d[v] = idf[v] * tf / (tf + k1 (1 - b + b dl / avgdl))               documents (idf moves to the query
                                                                             side in inference-free mode)
     lex_q[v] = tf[v]                                                        queries (encoder mode)
     w        = neural_weight * splade + lex + translation_prior * T^T lex   (T: the translation table, Dice scores)
@@ -118,10 +118,11 @@ class LexicalPrior(nn.Module):
         return counts * self.piece_mask
 
     def tf_saturation(self, counts: torch.Tensor) -> torch.Tensor:
-        """BM25's term-frequency factor tf (k1 + 1) / (tf + k1 (1 - b + b dl / avgdl)), 0 where tf = 0."""
+        """BM25's term-frequency factor tf / (tf + k1 (1 - b + b dl / avgdl)), 0 where tf = 0: Lucene's form
+        (no constant (k1 + 1) factor), so the encoder's scores equal bm25s' Lucene scores used by evaluation."""
         dl = counts.sum(dim=1, keepdim=True)
         norm = self.k1 * (1.0 - self.b + self.b * dl / self.avgdl)
-        return counts * (self.k1 + 1.0) / (counts + norm)
+        return counts / (counts + norm)
 
     def document(self, counts: torch.Tensor, with_idf: bool = True) -> torch.Tensor:
         sat = self.tf_saturation(counts)

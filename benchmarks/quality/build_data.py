@@ -161,6 +161,30 @@ def _python_docs_english(data: Path, limit: int, seed: int) -> list[str]:
     return random.Random(seed).sample(texts, min(limit, len(texts)))
 
 
+def _python_docs_training_pairs(data: Path, held_out: set[str], out: Path, stats: dict[str, Any]) -> None:
+    """OUT/parallel/python_docs_train.jsonl: the python-docs pairs minus the English segments used as dev
+    distractors, so no dev text reaches the tokenizer, the lexical statistics or the translation table."""
+    path = data / "bilingual" / "python-docs-glossary" / "pairs_en_ko.jsonl"
+    kept = dropped = 0
+    (out / "parallel").mkdir(parents=True, exist_ok=True)
+    with (
+        path.open(encoding="utf-8") as src,
+        (out / "parallel" / "python_docs_train.jsonl").open("w", encoding="utf-8") as dst,
+    ):
+        for line in src:
+            if not line.strip():
+                continue
+            rec = json.loads(line)
+            if " ".join(str(rec.get("en", "")).split()) in held_out:
+                dropped += 1
+                continue
+            dst.write(
+                json.dumps({"ko": rec.get("ko", ""), "en": rec.get("en", "")}, ensure_ascii=False) + "\n"
+            )
+            kept += 1
+    stats["parallel_python_docs"] = {"kept": kept, "dropped_dev_distractors": dropped}
+
+
 def build_dev(
     msmarco: dict[str, dict[int, dict[str, Any]]],
     data: Path,
@@ -177,6 +201,7 @@ def build_dev(
     ko_distract = [d["text"] for d in klue_corpus][: distractors // 5] + petitions[klue_distractors:]
     ko_distract = ko_distract[:distractors]
     en_distract = _python_docs_english(data, distractors, seed=13)
+    _python_docs_training_pairs(data, set(en_distract), out, stats)
     for name in ("ko-en", "en-ko", "ko-ko"):
         q_lang, d_lang = name.split("-")
         corpus, queries, qrels = [], [], []

@@ -15,7 +15,16 @@ from pathlib import Path
 from typing import Any
 
 ROWS = ("ndcg@10", "mrr@10", "recall@100", "avg_query_terms", "avg_doc_terms")
-SYSTEM_ORDER = ("priors-only", "model", "bm25-kiwi", "bm25-bigram", "hybrid")
+SYSTEM_ORDER = (
+    "priors-only",
+    "model",
+    "bm25-pieces",
+    "bm25-kiwi",
+    "bm25-bigram",
+    "bm25-kiwi-translated",
+    "hybrid",
+)
+CROSS_LINGUAL = ("en-ko", "ko-en")  # dev-set name parts whose target is >= 3x BM25-Kiwi and > translated BM25
 
 
 def read_trec(path: Path) -> dict[str, dict[str, float]]:
@@ -60,6 +69,8 @@ def set_table(
         metrics["priors-only"] = json.loads((priors_dir / "model" / "metrics.json").read_text())
     for sys_dir in sorted(p for p in set_dir.iterdir() if (p / "metrics.json").is_file()):
         metrics[sys_dir.name] = json.loads((sys_dir / "metrics.json").read_text())
+    for variant in sorted(set_dir.parent.parent.glob(f"ablations/*/{set_dir.name}/model/metrics.json")):
+        metrics[f"model, {variant.parents[2].name}"] = json.loads(variant.read_text())
     if (set_dir / "model" / "run.trec").is_file() and (set_dir / "bm25-kiwi" / "run.trec").is_file():
         from raysparse.data import read_beir
         from raysparse.evaluation import evaluate_run
@@ -82,6 +93,52 @@ def set_table(
         ratio = f"{m['ndcg@10'] / base:.2f}" if base and isinstance(m.get("ndcg@10"), float) else "–"
         lines.append(f"| {s} | " + " | ".join(cells) + f" | {ratio} |")
     return "\n".join(lines), metrics
+
+
+def summary_table(all_metrics: dict[str, dict[str, dict[str, Any]]]) -> str:
+    """One row per dev set: nDCG@10 of every system and the issue's targets, met or missed (by how much)."""
+    header = (
+        "| dev set | model | priors-only | BM25 pieces | BM25-Kiwi | translated BM25 | hybrid | model / BM25-Kiwi "
+        "| model / translated | model doc terms | target |"
+    )
+    lines = [header, "|" + "---|" * 11]
+
+    def val(metrics: dict[str, Any], system: str, key: str = "ndcg@10") -> float | None:
+        v = metrics.get(system, {}).get(key)
+        return float(v) if isinstance(v, int | float) else None
+
+    for name, m in all_metrics.items():
+        model, kiwi, trans = val(m, "model"), val(m, "bm25-kiwi"), val(m, "bm25-kiwi-translated")
+        cells = [
+            f"{x:.4f}" if x is not None else "–"
+            for x in (model, val(m, "priors-only"), val(m, "bm25-pieces"), kiwi, trans, val(m, "hybrid"))
+        ]
+        r_kiwi = f"{model / kiwi:.2f}" if model is not None and kiwi else "–"
+        r_trans = f"{model / trans:.2f}" if model is not None and trans else "–"
+        terms = val(m, "model", "avg_doc_terms")
+        target = "–"
+        if model is not None and kiwi:
+            if any(part in name for part in CROSS_LINGUAL):
+                ok = model >= 3 * kiwi and (trans is None or model > trans)
+                gap = [f"{model / kiwi:.2f}x of 3x"] if model < 3 * kiwi else []
+                if trans is not None and model <= trans:
+                    gap.append(f"{model - trans:+.4f} vs translated")
+                target = "met" if ok else "missed (" + ", ".join(gap) + ")"
+            else:
+                target = "met" if model >= kiwi else f"missed ({model - kiwi:+.4f})"
+        terms_cell = f"{terms:.1f}" if terms is not None else "–"
+        lines.append(
+            f"| {name} | " + " | ".join(cells) + f" | {r_kiwi} | {r_trans} | {terms_cell} | {target} |"
+        )
+    return "\n".join(lines)
+
+
+def portable(text: str, replacements: dict[str, str]) -> str:
+    """``text`` with this machine's paths replaced by placeholders (OUT, ../shared/data, .)."""
+    for path, placeholder in sorted(replacements.items(), key=lambda kv: -len(kv[0])):
+        if path:
+            text = text.replace(path, placeholder)
+    return text
 
 
 def learning_curve(history: Path, png: Path) -> list[dict[str, Any]]:
@@ -127,24 +184,49 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     out: Path = args.out
+    repo = str(Path(__file__).resolve().parents[2])
+    data = os.environ.get("QUALITY_DATA_DIR", "")
+    paths = {str(out.resolve()): "OUT", data: "../shared/data", repo: "."}
     parts = ["# Quality recipe: results", ""]
     parts.append(
-        f"Machine: {platform.machine()} {os.cpu_count()}-core CPU VM (shared with other jobs), no GPU; "
-        f"{platform.python_implementation()} {platform.python_version()}. Config: `{args.config}`."
+        f"Machine: {platform.machine()} {os.cpu_count()}-core CPU VM, no GPU; "
+        f"{platform.python_implementation()} {platform.python_version()}. "
+        f"{os.environ.get('QUALITY_MACHINE_NOTE', '')} Config: `{portable(args.config, paths)}`."
     )
-    parts += ["", "Command:", "", "```", (out / "command.txt").read_text().strip(), "```", ""]
+    command = portable((out / "command.txt").read_text().strip(), paths)
+    parts += [
+        "",
+        "Produced by `benchmarks/quality/run.sh OUT`; the pipeline command it ran:",
+        "",
+        "```",
+        command,
+    ]
+    parts += ["```", ""]
     all_metrics = {}
+    tables = []
     for set_dir in sorted((out / "eval").iterdir()):
         priors = args.priors / set_dir.name if args.priors else None
         table, metrics = set_table(set_dir, out / "data" / "dev" / set_dir.name, priors)
         all_metrics[set_dir.name] = metrics
-        parts += [f"## {set_dir.name}", "", table, ""]
+        tables += [f"## {set_dir.name}", "", table, ""]
+    parts += [
+        "## Summary (nDCG@10)",
+        "",
+        "Targets (issue 12): the model alone >= BM25-Kiwi on Korean sets; >= 3x BM25-Kiwi and above BM25 over "
+        "dictionary-translated queries across languages. BM25 pieces = BM25 over the model's own pieces with the dev "
+        "corpus's statistics (what the untrained lexical part approximates with the training corpus's IDF).",
+        "",
+        summary_table(all_metrics),
+        "",
+        *tables,
+    ]
     (out / "results.json").write_text(json.dumps(all_metrics, indent=2) + "\n")
     points = learning_curve(out / "pipeline" / "train" / "history.jsonl", out / "learning_curve.png")
     parts += ["## Learning curve", ""]
     if points:
         parts += [
-            "Val nDCG@10 on the held-out 5% of training queries (all directions, 1.6k-document training corpus):",
+            "Val nDCG@10 on the validation half of the held-out training queries (groups of twin queries held out "
+            "together; 1.6k-document training corpus; checkpoint selection only, never reported as a result):",
             "",
             "| step | val nDCG@10 |",
             "|---|---|",

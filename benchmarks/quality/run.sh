@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # The quality recipe end to end: build data from ../shared/data -> raysparse run (backbone + priors, mining,
-# augmentation, Ray Train + DeepSpeed) -> OUT/model -> raysparse evaluate on every dev set (model, BM25-kiwi,
-# BM25-bigram) -> OUT/results.md with the learning curve.
+# augmentation, Ray Train + DeepSpeed) -> OUT/model -> raysparse evaluate on every dev set (model; BM25-Kiwi,
+# BM25-bigram, BM25 over the model's pieces, BM25-Kiwi over dictionary-translated queries) -> the untrained backbone
+# (priors only) -> ablations of the trained model (one window; documents pruned to K terms) -> OUT/results.md.
 #
-#   benchmarks/quality/run.sh OUT            # the real run (~40 min on 2 CPU cores)
+#   benchmarks/quality/run.sh OUT            # the real run (<= 60 min on 2 CPU cores)
 #   QUALITY_SET="train.max_steps=10" benchmarks/quality/run.sh OUT   # extra --set overrides (space separated)
 #   QUALITY_DATA=/path/to/shared/data benchmarks/quality/run.sh OUT
 #   QUALITY_DISTRACTORS=300 QUALITY_KLUE_DISTRACTORS=500 ...     # smaller dev corpora on a loaded machine
@@ -38,7 +39,8 @@ stage() {  # stage NAME COMMAND...: run, time, fail loudly
 stage build-data python benchmarks/quality/build_data.py "$OUT/data" --data "$DATA" \
   --distractors "${QUALITY_DISTRACTORS:-1000}" --klue-distractors "${QUALITY_KLUE_DISTRACTORS:-2000}" > "$OUT/build.log"
 
-PARALLEL="[$DATA/bilingual/tatoeba/kor.txt,$DATA/bilingual/news-parallel-dev/korean-english-park.dev.ko,$DATA/bilingual/news-parallel-dev/jhe-koen-dev.ko,$DATA/bilingual/python-docs-glossary/pairs_en_ko.jsonl,$OUT/data/parallel/msmarco_1_800.jsonl]"
+# python_docs_train.jsonl: the python-docs pairs minus the segments used as English dev distractors (build_data.py)
+PARALLEL="[$DATA/bilingual/tatoeba/kor.txt,$DATA/bilingual/news-parallel-dev/korean-english-park.dev.ko,$DATA/bilingual/news-parallel-dev/jhe-koen-dev.ko,$OUT/data/parallel/python_docs_train.jsonl,$OUT/data/parallel/msmarco_1_800.jsonl]"
 SETS=(--set "data.path=$OUT/data/train" --set "augment.parallel_text=$PARALLEL")
 for kv in ${QUALITY_SET:-}; do SETS+=(--set "$kv"); done
 RUN_CMD=(python -m raysparse run --config "$CONFIG" --out "$OUT/pipeline" "${SETS[@]}")
@@ -49,10 +51,12 @@ MODEL_DIR="$(python -c "import json,sys; print(json.load(open(sys.argv[1]))['inf
 rm -rf "$OUT/model"
 cp -r "$MODEL_DIR" "$OUT/model"
 
+rm -rf "$OUT/eval" "$OUT/priors" "$OUT/ablations"  # this run's results only, never mixed with an earlier run's
 for dev in "$OUT"/data/dev/*/; do
   name="$(basename "$dev")"
   stage "eval-$name" python -m raysparse evaluate --config "$CONFIG" "${SETS[@]}" --model "$OUT/model" \
-    --bm25 kiwi --bm25 bigram --beir "$dev" --out "$OUT/eval/$name" > "$OUT/eval-$name.log"
+    --bm25 kiwi --bm25 bigram --bm25 pieces --bm25 translated --translator "$OUT/translator.json" \
+    --beir "$dev" --out "$OUT/eval/$name" > "$OUT/eval-$name.log"
 done
 
 # The untrained backbone with its priors (step 0), on the same dev sets: what training has to add to.
@@ -63,5 +67,18 @@ for dev in "$OUT"/data/dev/*/; do
     --no-baseline --beir "$dev" --out "$OUT/priors/$name" > "$OUT/priors-$name.log"
 done
 
-python benchmarks/quality/report.py "$OUT" --config "$CONFIG" --priors "$OUT/priors"
+# Ablations of the trained model by its encoding spec (no retraining): the first window only (what truncation at
+# max_doc_length costs) and documents pruned to K terms (the quality-vs-active-terms curve).
+for dev in "$OUT"/data/dev/klue-odqa-distractors/ "$OUT"/data/dev/msmarco-en-ko-distractors/ "$OUT"/data/dev/msmarco-ko-ko-distractors/; do
+  name="$(basename "$dev")"
+  variants=("first window only:max_windows=1")
+  for k in ${QUALITY_TOP_KS:-50 100 200}; do variants+=("top-$k doc terms:doc_top_k=$k"); done
+  for variant in "${variants[@]}"; do
+    label="${variant%%:*}"; spec="${variant#*:}"
+    stage "ablation-$label-$name" python -m raysparse evaluate --config "$CONFIG" "${SETS[@]}" --model "$OUT/model" \
+      --no-baseline --spec "$spec" --beir "$dev" --out "$OUT/ablations/$label/$name" > "$OUT/ablation.log" 2>&1
+  done
+done
+
+QUALITY_DATA_DIR="$DATA" python benchmarks/quality/report.py "$OUT" --config "$CONFIG" --priors "$OUT/priors"
 echo "results: $OUT/results.md" >&2
