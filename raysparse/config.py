@@ -117,6 +117,9 @@ class ModelConfig(_Section):
     doc_top_k: int | None = Field(default=None, ge=1)  # keep at most this many terms per document (pruning)
     query_top_k: int | None = Field(default=None, ge=1)
     threshold: float = Field(default=0.0, ge=0.0)
+    # "corpus": evaluate/index refit the BM25 IDF/avgdl on the corpus they encode (as BM25 does); "model": keep the
+    # statistics fitted on the backbone's corpus (what an exported bundle encoding inside OpenSearch uses)
+    lexical_statistics: Literal["model", "corpus"] = "model"
     mlm_warmup_steps: int = Field(default=0, ge=0)  # optional masked-LM warm start of a local backbone
     # Initial vocabulary-logit bias of a local backbone: negative enough that the random head's noise stays below
     # zero (inactive) and the priors dominate; its noise grows with hidden_size (-0.25 suits 128, -1.0 suits 256).

@@ -45,6 +45,10 @@ class EncodingSpec:
     doc_top_k: int | None = None  # keep at most this many terms per document vector (pruning)
     query_top_k: int | None = None
     threshold: float = 0.0  # drop weights <= threshold
+    # Where the BM25 lexical part's IDF and avgdl come from when a corpus is encoded as a whole (evaluate, index):
+    # "corpus" refits them on the documents being encoded, as BM25 does (no queries or labels involved);
+    # "model" keeps the statistics saved with the model (fitted on the backbone's corpus).
+    lexical_statistics: str = "model"
 
     def __post_init__(self) -> None:
         if self.pretokenize not in PRETOKENIZERS:
@@ -55,6 +59,10 @@ class EncodingSpec:
             raise ValueError(
                 f"encoding.doc_stride must be in [1, max_doc_length - 2 = {self.max_doc_length - 2}], "
                 f"got {self.doc_stride}"
+            )
+        if self.lexical_statistics not in ("model", "corpus"):
+            raise ValueError(
+                f"encoding.lexical_statistics must be 'model' or 'corpus', got {self.lexical_statistics!r}"
             )
         if self.max_windows < 1:
             raise ValueError("encoding.max_windows must be >= 1")
@@ -101,6 +109,7 @@ def spec_from_model_config(model_cfg: Any) -> EncodingSpec:
         doc_top_k=model_cfg.doc_top_k,
         query_top_k=model_cfg.query_top_k,
         threshold=float(model_cfg.threshold),
+        lexical_statistics=model_cfg.lexical_statistics,
     )
 
 

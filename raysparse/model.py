@@ -387,6 +387,9 @@ class SparseEncoder(nn.Module):
             return self.query_forward(ids, mask)
         if self.lexical is None and ids.shape[0] == batch.num_texts:
             return self.forward(ids, mask)
+        if self.lexical is not None and self.neural_weight == 0.0:  # lexical part alone: no transformer call
+            counts = self.lexical_counts(batch.lexical_ids, self.keep_mask.device)
+            return self._lexical_reps(counts, is_query=False)
         windows = self.neural(ids, mask)
         index = batch.text_index.to(windows.device)
         if ids.shape[0] == batch.num_texts:
@@ -402,6 +405,33 @@ class SparseEncoder(nn.Module):
             return pooled
         counts = self.lexical_counts(batch.lexical_ids, pooled.device).to(pooled.dtype)
         return self.neural_weight * pooled + self._lexical_reps(counts, is_query=False)
+
+    def with_corpus_statistics(self, documents: Sequence[str]) -> SparseEncoder:
+        """A shallow copy whose lexical IDF/avgdl are refitted on ``documents`` (the corpus about to be encoded);
+        the piece mask, BM25 constants and every weight are shared. Without a lexical part: ``self``."""
+        import copy
+
+        if self.lexical is None:
+            return self
+        from raysparse.encoding import pretokenize
+
+        texts = pretokenize(list(documents), self.spec.pretokenize)
+        idf = idf_weights(self.tokenizer, texts, self.vocab_size)
+        idf = idf * (self.lexical.piece_mask > 0)
+        lengths = []
+        mask = self.lexical.piece_mask
+        for start in range(0, len(texts), 512):
+            for ids in self.tokenizer(texts[start : start + 512], add_special_tokens=False, verbose=False)[
+                "input_ids"
+            ]:
+                ids_t = torch.as_tensor([i for i in ids if i < self.vocab_size], dtype=torch.long)
+                lengths.append(float(mask[ids_t].sum()) if len(ids_t) else 0.0)
+        avgdl = max(sum(lengths) / max(len(lengths), 1), 1.0)
+        clone = copy.copy(self)  # nn.Module shallow copy: same mlm, buffers and tokenizer
+        clone._modules = dict(self._modules)
+        clone.lexical = LexicalPrior(idf.to(mask.device), mask, avgdl, self.lexical.k1, self.lexical.b)
+        log.info("lexical statistics refitted on %d documents (avgdl %.1f)", len(texts), avgdl)
+        return clone
 
     # ------------------------------------------------------------------ text helpers
     @property

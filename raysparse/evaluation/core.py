@@ -300,6 +300,9 @@ def evaluate_model(
     use the lengths the model was trained with (``ModelConfig.max_query_length`` / ``max_doc_length``).
     """
     model = load_encoder(model_or_dir)
+    spec = getattr(model, "spec", None)
+    if spec is not None and spec.lexical_statistics == "corpus":  # BM25 statistics of the searched corpus
+        model = model.with_corpus_statistics(document_texts(data))
     batch_size = int(getattr(eval_cfg, "batch_size", 32))
     doc_kwargs = {} if max_doc_length is None else {"max_length": max_doc_length}
     query_kwargs = {} if max_query_length is None else {"max_length": max_query_length}
