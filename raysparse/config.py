@@ -165,6 +165,7 @@ class TrainConfig(_Section):
     eval_every: int = Field(default=50, ge=1)
     checkpoint_every: int = Field(default=100, ge=1)
     early_stopping_patience: int | None = Field(default=None, ge=1)
+    eval_at_start: bool = False  # validate the untrained model too (step 0 of the learning curve)
     max_failures: int = Field(default=1, ge=0)
     keep_checkpoints: int | None = Field(default=3, ge=1)  # None keeps every checkpoint
     deepspeed: DeepSpeedConfig = Field(default_factory=DeepSpeedConfig)

@@ -148,26 +148,42 @@ def _join_morphemes(text: str, tokens: Sequence[Any]) -> str:
     return " ".join(pieces)
 
 
+# Kiwi is the slow part (~1k sentences/s per core): a process-wide memo of each text's analysis, so building a
+# backbone (tokenizer texts, lexical statistics, translation pairs: the same texts) segments every text once.
+_KIWI_MEMO: dict[str, tuple[str, tuple[str, ...], tuple[str, ...]]] = {}
+_KIWI_MEMO_MAX = 200_000  # ~100k sentence pairs; bounded so a long-running indexer does not grow
+
+
 def kiwi_segment_with_tags(texts: Sequence[str]) -> tuple[list[str], Counter[str], Counter[str]]:
     """One Kiwi pass: the ``pretokenize(texts, "kiwi")`` output plus the content and function morpheme forms seen
     (by Kiwi tag; :func:`raysparse.model.fit_lexical_prior` masks pieces that are mostly function morphemes)."""
     from raysparse.analyzers import KIWI_CONTENT_TAGS, get_kiwi
 
     texts = [t if isinstance(t, str) else str(t) for t in texts]
-    nonempty = [i for i, t in enumerate(texts) if t.strip()]
-    if len(nonempty) == 1:
-        analysed = [get_kiwi().tokenize(texts[nonempty[0]])]
+    todo = list(dict.fromkeys(t for t in texts if t.strip() and t not in _KIWI_MEMO))
+    if len(todo) == 1:
+        analysed = [get_kiwi().tokenize(todo[0])]
     else:
-        analysed = list(get_kiwi(-1).tokenize([texts[i] for i in nonempty])) if nonempty else []
-    segmented = list(texts)
-    content: Counter[str] = Counter()
-    function: Counter[str] = Counter()
-    for i, tokens in zip(nonempty, analysed, strict=True):
-        if tokens:
-            segmented[i] = _join_morphemes(texts[i], tokens)
-        for tok in tokens:
-            (content if tok.tag in KIWI_CONTENT_TAGS else function)[tok.form] += 1
-    return segmented, content, function
+        analysed = list(get_kiwi(-1).tokenize(todo)) if todo else []
+    fresh: dict[str, tuple[str, tuple[str, ...], tuple[str, ...]]] = {}
+    for text, tokens in zip(todo, analysed, strict=True):
+        content = tuple(tok.form for tok in tokens if tok.tag in KIWI_CONTENT_TAGS)
+        function = tuple(tok.form for tok in tokens if tok.tag not in KIWI_CONTENT_TAGS)
+        fresh[text] = (_join_morphemes(text, tokens) if tokens else text, content, function)
+    if len(_KIWI_MEMO) + len(fresh) <= _KIWI_MEMO_MAX:
+        _KIWI_MEMO.update(fresh)
+    segmented: list[str] = []
+    content_counts: Counter[str] = Counter()
+    function_counts: Counter[str] = Counter()
+    for text in texts:
+        entry = fresh.get(text) or _KIWI_MEMO.get(text)
+        if entry is None:  # empty or whitespace-only
+            segmented.append(text)
+            continue
+        segmented.append(entry[0])
+        content_counts.update(entry[1])
+        function_counts.update(entry[2])
+    return segmented, content_counts, function_counts
 
 
 # ------------------------------------------------------------------------------------------------ tokenisation

@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import random
 import shutil
 import time
@@ -64,6 +65,8 @@ ONNX_FILE = "model.onnx"
 MANIFEST_FILE = "manifest.json"
 MODEL_CARD_FILE = "MODEL_CARD.md"
 TOKENIZE_DEFAULT_WEIGHT = 1.0  # what ml-commons' SparseTokenizerModel gives a token missing from idf.json
+
+log = logging.getLogger(__name__)
 
 
 class ExportError(RuntimeError):
@@ -412,7 +415,7 @@ def sparsity_figures(encoder: Any, words: Sequence[str], seed: int = 0) -> dict[
     queries = random_sentences(words, 32, 3, 12, seed=seed + 7)
     docs = random_sentences(words, 16, 40, 120, seed=seed + 8)
     q = encoder.encode_queries(queries)
-    d = encoder.encode_documents(docs, max_length=256)
+    d = encoder.encode_documents(docs)  # the model's encoding spec
     return {
         "query_terms_mean": float((q > 0).sum(1).float().mean()),
         "doc_terms_mean": float((d > 0).sum(1).float().mean()),
@@ -544,9 +547,17 @@ def export_model(
     name = name or model_dir.resolve().name
     tol = cfg.parity_tolerance
     positions = int(getattr(encoder.mlm.config, "max_position_embeddings", 512) or 512)
-    max_length = int(
-        max_length or min(positions, getattr(encoder.tokenizer, "model_max_length", positions) or positions)
-    )
+    # the bundles' tokenizer truncates where the model's window ends (its encoding spec), so OpenSearch-side
+    # encoding of a document that fits one window equals raysparse's; longer ones see their first window only
+    max_length = int(max_length or min(positions, encoder.spec.max_doc_length))
+    if encoder.spec.pretokenize != "none":
+        log.warning(
+            "%s was trained on %s-segmented text: OpenSearch's tokenizer cannot segment, so ml-commons encoding "
+            "(ingest pipelines, SPARSE_TOKENIZE queries) will not match raysparse index/search; encode client-side "
+            "with `raysparse index` / `raysparse search` (docs/encoding.md)",
+            model_dir,
+            encoder.spec.pretokenize,
+        )
 
     words = words_from_texts(parity_texts) if parity_texts else words_from_tokenizer(encoder.tokenizer)
     batches = parity_batches(encoder.tokenizer, words, seed=seed, max_length=min(max_length, 128))
@@ -554,7 +565,7 @@ def export_model(
 
     # tokenizer + metadata beside model.pt / model.onnx, so `raysparse encode --model OUT/model.onnx` works
     encoder.tokenizer.save_pretrained(out)
-    for extra in ("raysparse.json", "query_weights.safetensors"):
+    for extra in ("raysparse.json", "query_weights.safetensors", "lexical_prior.safetensors"):
         if (model_dir / extra).is_file():
             shutil.copy2(model_dir / extra, out / extra)
 
@@ -701,9 +712,14 @@ class TermEncoder:
         vocab_size: int,
         *,
         query_weights: np.ndarray | None = None,
-        max_query_length: int = 32,
-        max_doc_length: int = 256,
+        max_query_length: int | None = None,
+        max_doc_length: int | None = None,
+        spec: Any = None,
     ) -> None:
+        from raysparse.encoding import EncodingSpec
+
+        # the model's encoding spec (raysparse.json "encoding"): pre-tokenisation and lengths, as in training
+        self.spec = spec if isinstance(spec, EncodingSpec) else EncodingSpec.from_dict(spec)
         self.tokenizer = tokenizer
         self.vocab_size = int(vocab_size)
         self.special_token_ids = sorted(
@@ -714,15 +730,23 @@ class TermEncoder:
         )
         if self.query_weights is not None:
             self.query_weights[self.special_token_ids] = 0.0
-        self.max_query_length = max_query_length
-        self.max_doc_length = max_doc_length
+        self.max_query_length = max_query_length or self.spec.max_query_length
+        # an exported graph encodes one window per document: texts longer than max_doc_length tokens are truncated
+        # here, while SparseEncoder (raysparse index/evaluate) reads them whole in windows (docs/encoding.md)
+        self.max_doc_length = max_doc_length or self.spec.max_doc_length
 
     def run(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
         raise NotImplementedError
 
     def tokenize(self, texts: Sequence[str], max_length: int) -> dict[str, np.ndarray]:
+        from raysparse.encoding import pretokenize
+
         enc = self.tokenizer(
-            list(texts), padding=True, truncation=True, max_length=max_length, return_tensors="np"
+            pretokenize(list(texts), self.spec.pretokenize),
+            padding=True,
+            truncation=True,
+            max_length=max_length,
+            return_tensors="np",
         )
         return {k: enc[k].astype(np.int64) for k in INPUT_NAMES}
 
@@ -767,8 +791,18 @@ class PyTorchTermEncoder(TermEncoder):
         qw = encoder.query_weights.detach().cpu().numpy() if encoder.query_weights is not None else None
         if encoder.query_mode != "inference_free":
             qw = None
+        kwargs.setdefault("spec", encoder.spec)
         super().__init__(encoder.tokenizer, encoder.vocab_size, query_weights=qw, **kwargs)
         self.encoder = encoder.eval()
+
+    def reps(self, texts: Sequence[str], *, is_query: bool = False) -> np.ndarray:
+        """The in-process encoder itself (windows, whole-text lexical counts, pruning): one term encoder."""
+        if isinstance(texts, str):
+            raise TypeError("pass a list of texts, not a single string")
+        encode = self.encoder.encode_queries if is_query else self.encoder.encode_documents
+        length = self.max_query_length if is_query else self.max_doc_length
+        spec_length = self.spec.max_query_length if is_query else self.spec.max_doc_length
+        return encode(list(texts), None if length == spec_length else length).numpy()
 
     def run(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
         with torch.inference_mode():
@@ -863,6 +897,7 @@ def load_term_encoder(path: str | Path, fmt: str | None = None, **kwargs: Any) -
     tokenizer = AutoTokenizer.from_pretrained(str(path.parent))
     meta, qw = _side_metadata(path.parent)
     vocab = meta.get("vocab_size")
+    kwargs.setdefault("spec", meta.get("encoding") or {"max_query_length": 32, "max_doc_length": 128})
     if fmt == "torchscript":
         return TorchScriptTermEncoder(
             path, tokenizer, int(vocab or len(tokenizer)), query_weights=qw, **kwargs

@@ -49,7 +49,7 @@ from __future__ import annotations
 import json
 import logging
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -86,12 +86,21 @@ def special_ids_of(tokenizer: Any, vocab_size: int | None = None) -> list[int]:
 class LexicalPrior(nn.Module):
     """Exact BM25 term weights from piece counts (see the module docstring); no trainable parameters.
 
-    ``idf`` (V,) and ``piece_mask`` (V,: 1 for pieces that count as terms, 0 for function morphemes, punctuation and
-    special tokens) are buffers; ``k1``, ``b``, ``avgdl`` plain floats (constants of the traced graph).
+    Buffers, all (V,): ``idf``; ``piece_mask`` (1 for pieces that count as terms, 0 for function morphemes,
+    punctuation and special tokens); ``word_start`` (1 for a masked piece that still counts when it begins a longer
+    word: Kiwi's particle ``이`` alone is not a term, the ``이`` of ``이 ##순 ##신`` is); ``continuation`` (1 for
+    ``##`` pieces). ``k1``, ``b``, ``avgdl`` are plain floats (constants of the traced graph).
     """
 
     def __init__(
-        self, idf: torch.Tensor, piece_mask: torch.Tensor, avgdl: float, k1: float = 1.2, b: float = 0.75
+        self,
+        idf: torch.Tensor,
+        piece_mask: torch.Tensor,
+        avgdl: float,
+        k1: float = 1.2,
+        b: float = 0.75,
+        word_start: torch.Tensor | None = None,
+        continuation: torch.Tensor | None = None,
     ) -> None:
         super().__init__()
         idf = torch.as_tensor(idf, dtype=torch.float32).detach().clone()
@@ -102,20 +111,63 @@ class LexicalPrior(nn.Module):
             )
         if not (avgdl > 0 and k1 >= 0 and 0 <= b <= 1):
             raise ValueError(f"bad BM25 constants avgdl={avgdl}, k1={k1}, b={b}")
+        zeros = torch.zeros_like(piece_mask)
+        word_start = zeros if word_start is None else torch.as_tensor(word_start, dtype=torch.float32).clone()
+        continuation = (
+            zeros if continuation is None else torch.as_tensor(continuation, dtype=torch.float32).clone()
+        )
+        if word_start.shape != idf.shape or continuation.shape != idf.shape:
+            raise ValueError("word_start and continuation must be (V,) like idf")
         self.register_buffer("idf", idf)
         self.register_buffer("piece_mask", piece_mask)
+        self.register_buffer("word_start", word_start)
+        self.register_buffer("continuation", continuation)
         self.avgdl, self.k1, self.b = float(avgdl), float(k1), float(b)
+
+    def resized(self, size: int) -> LexicalPrior:
+        """The same prior over a vocabulary padded with zeros to ``size`` entries."""
+        pad = size - self.vocab_size
+
+        def grow(t: torch.Tensor) -> torch.Tensor:
+            return torch.cat([t, torch.zeros(pad, dtype=t.dtype, device=t.device)])
+
+        return LexicalPrior(
+            grow(self.idf),
+            grow(self.piece_mask),
+            self.avgdl,
+            self.k1,
+            self.b,
+            grow(self.word_start),
+            grow(self.continuation),
+        )
+
+    def position_weights(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """(B, L) -> (B, L): 1 where the token counts as a term, else 0 (padding, specials, function pieces unless
+        they begin a longer word, i.e. the next real token is a ``##`` piece)."""
+        mask = attention_mask.to(self.piece_mask.dtype)
+        next_cont = self.continuation[input_ids[:, 1:]] * mask[:, 1:]
+        next_cont = torch.cat([next_cont, torch.zeros_like(mask[:, :1])], dim=1)
+        keep = self.piece_mask[input_ids]
+        keep = keep + (1.0 - keep) * self.word_start[input_ids] * next_cont
+        return keep * mask
 
     @property
     def vocab_size(self) -> int:
         return int(self.idf.shape[0])
 
     def counts(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, vocab_size: int) -> torch.Tensor:
-        """(B, L) ids -> (B, V) counts of the lexical pieces (padding, specials and function pieces count 0)."""
-        mask = attention_mask.to(self.piece_mask.dtype)
-        counts = torch.zeros(input_ids.shape[0], vocab_size, dtype=mask.dtype, device=input_ids.device)
-        counts = counts.scatter_add(1, input_ids, mask)
-        return counts * self.piece_mask
+        """(B, L) ids -> (B, V) counts of the tokens that are terms (:meth:`position_weights`)."""
+        weights = self.position_weights(input_ids, attention_mask)
+        counts = torch.zeros(input_ids.shape[0], vocab_size, dtype=weights.dtype, device=input_ids.device)
+        return counts.scatter_add(1, input_ids, weights)
+
+    def term_ids(self, ids: Sequence[int]) -> list[int]:
+        """The ids of one whole text that count as terms (the list form of :meth:`position_weights`)."""
+        if not ids:
+            return []
+        t = torch.as_tensor(list(ids), dtype=torch.long).clamp_(max=self.vocab_size - 1).unsqueeze(0)
+        keep = self.position_weights(t, torch.ones_like(t))[0] > 0
+        return t[0][keep].tolist()
 
     def tf_saturation(self, counts: torch.Tensor) -> torch.Tensor:
         """BM25's term-frequency factor tf / (tf + k1 (1 - b + b dl / avgdl)), 0 where tf = 0: Lucene's form
@@ -130,6 +182,38 @@ class LexicalPrior(nn.Module):
 
     def state(self) -> dict[str, float]:
         return {"avgdl": self.avgdl, "k1": self.k1, "b": self.b}
+
+    def refit(
+        self, tokenizer: Any, texts: Sequence[str], documents: Sequence[str] | None = None
+    ) -> LexicalPrior:
+        """A prior with this one's masks and constants, IDF over ``texts`` and avgdl over ``documents`` (default
+        ``texts``), both counted on the term streams (:meth:`term_ids`), as BM25 over those terms counts them.
+        Texts must already be pre-tokenized as the model's spec says."""
+        from tqdm.auto import tqdm
+
+        texts = list(texts)
+        if not texts:
+            raise ValueError("fitting lexical statistics needs at least one text")
+
+        def streams(items: list[str], desc: str) -> Iterator[list[int]]:
+            step = 512
+            for start in tqdm(range(0, len(items), step), desc=desc, disable=len(items) < 5000, leave=False):
+                for ids in tokenizer(items[start : start + step], add_special_tokens=False, verbose=False)[
+                    "input_ids"
+                ]:
+                    yield self.term_ids(ids)
+
+        df = torch.zeros(self.vocab_size, dtype=torch.float64)
+        for kept in streams(texts, "idf"):
+            if kept:
+                df[torch.unique(torch.as_tensor(kept, dtype=torch.long))] += 1.0
+        n = float(len(texts))
+        idf = torch.log1p((n - df + 0.5) / (df + 0.5)).float()
+        idf = idf * ((self.piece_mask + self.word_start) > 0)  # pieces that are never terms get 0
+        docs = texts if documents is None else list(documents)
+        lengths = [float(len(kept)) for kept in streams(docs, "avgdl")]
+        avgdl = max(sum(lengths) / max(len(lengths), 1), 1.0)
+        return LexicalPrior(idf, self.piece_mask, avgdl, self.k1, self.b, self.word_start, self.continuation)
 
 
 def fit_lexical_prior(
@@ -156,27 +240,27 @@ def fit_lexical_prior(
 
     size = int(vocab_size if vocab_size is not None else len(tokenizer))
     texts = pretok(list(texts), pretokenize)
-    idf = idf_weights(tokenizer, texts, size)
     mask = torch.ones(size)
     mask[special_ids_of(tokenizer, size)] = 0.0
+    continuation = torch.zeros(size)
+    word_start = torch.zeros(size)
     vocab = tokenizer.get_vocab()
     for token, idx in vocab.items():
-        piece = token[2:] if token.startswith("##") else token
-        piece = piece.lstrip("▁")
-        if idx < size and piece and not any(ch.isalnum() for ch in piece):
+        if idx >= size:
+            continue
+        if token.startswith("##"):
+            continuation[idx] = 1.0
+        piece = (token[2:] if token.startswith("##") else token).lstrip("▁")
+        if piece and not any(ch.isalnum() for ch in piece):
             mask[idx] = 0.0
     for form, n in (function_counts or {}).items():
         idx = vocab.get(form.lower())
         if idx is not None and idx < size and n > (content_counts or {}).get(form, 0):
             mask[idx] = 0.0
-    lengths = []
+            word_start[idx] = 1.0  # a particle alone is no term; the first piece of a longer word is
+    prior = LexicalPrior(torch.zeros(size), mask, 1.0, k1, b, word_start, continuation)
     docs = texts if documents is None else pretok(list(documents), pretokenize)
-    for start in range(0, len(docs), 512):
-        for ids in tokenizer(docs[start : start + 512], add_special_tokens=False, verbose=False)["input_ids"]:
-            ids_t = torch.as_tensor([i for i in ids if i < size], dtype=torch.long)
-            lengths.append(float(mask[ids_t].sum()) if len(ids_t) else 0.0)
-    avgdl = max(sum(lengths) / max(len(lengths), 1), 1.0)
-    return LexicalPrior(idf, mask, avgdl, k1, b)
+    return prior.refit(tokenizer, texts, docs)
 
 
 class SparseEncoder(nn.Module):
@@ -275,14 +359,7 @@ class SparseEncoder(nn.Module):
                     f"lexical prior has {lexical.vocab_size} entries, the model {self.vocab_size}"
                 )
             if lexical.vocab_size < self.vocab_size:  # the output layer may be padded past the tokenizer
-                pad = self.vocab_size - lexical.vocab_size
-                lexical = LexicalPrior(
-                    torch.cat([lexical.idf, torch.zeros(pad)]),
-                    torch.cat([lexical.piece_mask, torch.zeros(pad)]),
-                    lexical.avgdl,
-                    lexical.k1,
-                    lexical.b,
-                )
+                lexical = lexical.resized(self.vocab_size)
             self.lexical = lexical
 
     # ------------------------------------------------------------------ core tensor paths (traceable)
@@ -416,21 +493,11 @@ class SparseEncoder(nn.Module):
         from raysparse.encoding import pretokenize
 
         texts = pretokenize(list(documents), self.spec.pretokenize)
-        idf = idf_weights(self.tokenizer, texts, self.vocab_size)
-        idf = idf * (self.lexical.piece_mask > 0)
-        lengths = []
-        mask = self.lexical.piece_mask
-        for start in range(0, len(texts), 512):
-            for ids in self.tokenizer(texts[start : start + 512], add_special_tokens=False, verbose=False)[
-                "input_ids"
-            ]:
-                ids_t = torch.as_tensor([i for i in ids if i < self.vocab_size], dtype=torch.long)
-                lengths.append(float(mask[ids_t].sum()) if len(ids_t) else 0.0)
-        avgdl = max(sum(lengths) / max(len(lengths), 1), 1.0)
+        refitted = self.lexical.refit(self.tokenizer, texts)
         clone = copy.copy(self)  # nn.Module shallow copy: same mlm, buffers and tokenizer
         clone._modules = dict(self._modules)
-        clone.lexical = LexicalPrior(idf.to(mask.device), mask, avgdl, self.lexical.k1, self.lexical.b)
-        log.info("lexical statistics refitted on %d documents (avgdl %.1f)", len(texts), avgdl)
+        clone.lexical = refitted.to(self.keep_mask.device)
+        log.info("lexical statistics refitted on %d documents (avgdl %.1f)", len(texts), refitted.avgdl)
         return clone
 
     # ------------------------------------------------------------------ text helpers
@@ -594,6 +661,8 @@ class SparseEncoder(nn.Module):
                 {
                     "idf": self.lexical.idf.detach().float().cpu().contiguous(),
                     "piece_mask": self.lexical.piece_mask.detach().float().cpu().contiguous(),
+                    "word_start": self.lexical.word_start.detach().float().cpu().contiguous(),
+                    "continuation": self.lexical.continuation.detach().float().cpu().contiguous(),
                 },
                 str(lexical_file),
             )
@@ -656,7 +725,13 @@ class SparseEncoder(nn.Module):
                 from safetensors.torch import load_file
 
                 tensors = load_file(str(lexical_file))
-                lexical = LexicalPrior(tensors["idf"], tensors["piece_mask"], **meta["lexical"])
+                lexical = LexicalPrior(
+                    tensors["idf"],
+                    tensors["piece_mask"],
+                    **meta["lexical"],
+                    word_start=tensors.get("word_start"),
+                    continuation=tensors.get("continuation"),
+                )
         tokenizer = AutoTokenizer.from_pretrained(str(name_or_path))
         mlm = AutoModelForMaskedLM.from_pretrained(str(name_or_path))
         kwargs: dict[str, Any] = {

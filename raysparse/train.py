@@ -757,6 +757,18 @@ def run_loop(config: dict[str, Any], io: LoopIO) -> list[dict[str, Any]]:
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
 
+    if dev is not None and tc.eval_at_start and state["step"] == 0:
+        # step 0 of the learning curve: what the priors give before any gradient step (history only, no checkpoint)
+        start = {"step": 0, **evaluate()}
+        history.append(start)
+        if rank == 0:
+            _log_progress(out_dir / "history.jsonl", start)
+            if writer is not None:
+                for name, value in start.items():
+                    if name != "step":
+                        writer.add_scalar(name, value, 0)
+            log.info("step 0 (priors): %s=%.4f", VAL_METRIC, start[VAL_METRIC])
+
     accumulation = tc.gradient_accumulation_steps
     bar = None
     if rank == 0:

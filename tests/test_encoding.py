@@ -53,11 +53,12 @@ def test_untrained_lexical_encoder_equals_bm25_over_its_pieces(bm25_encoder, klu
 
     docs, questions = klue
     enc = bm25_encoder
-    mask = enc.lexical.piece_mask
 
     def pieces(texts: list[str], limit: int | None = None) -> list[list[str]]:
+        # the term stream (which tokens count) is LexicalPrior.term_ids, tested below; the BM25 arithmetic on it is
+        # bm25s's
         ids = enc.tokenizer(pretokenize(texts, "kiwi"), add_special_tokens=False)["input_ids"]
-        return [[str(i) for i in row if mask[i] > 0][:limit] for row in ids]
+        return [[str(i) for i in enc.lexical.term_ids(row)][:limit] for row in ids]
 
     doc_pieces = pieces(docs)
     assert max(len(p) for p in doc_pieces) > 3 * SPEC.max_doc_length  # whole documents, not one window
@@ -77,6 +78,16 @@ def test_function_morphemes_and_specials_are_not_terms(bm25_encoder):
         if particle in vocab:
             assert mask[vocab[particle]] == 0, particle
     assert mask[vocab["[CLS]"]] == 0 and mask[vocab["[PAD]"]] == 0
+    # a particle piece alone is no term, but it counts when it begins a longer word (이 ##순 ##신)
+    lex = bm25_encoder.lexical
+    particle = next(t for t in ("이", "는", "을") if t in vocab and lex.word_start[vocab[t]] > 0)
+    cont = next(
+        t
+        for t, i in vocab.items()
+        if t.startswith("##") and lex.continuation[i] > 0 and lex.piece_mask[i] > 0
+    )
+    p, c = vocab[particle], vocab[cont]
+    assert lex.term_ids([p]) == [] and lex.term_ids([p, c]) == [p, c] and lex.term_ids([c, p]) == [c]
     weights = bm25_encoder.encode(["검색 모델을 학습했다"], is_query=False)[0]
     assert weights and not any(t in weights for t in ("을", "[CLS]", "[SEP]"))
 
