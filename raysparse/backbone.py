@@ -215,7 +215,7 @@ def build_encoder(
     bm25 = model_cfg.lexical_weighting == "bm25"
     encoder = SparseEncoder.from_pretrained(
         backbone,
-        lexical_prior=0.0 if bm25 else model_cfg.lexical_prior,
+        lexical_prior=model_cfg.lexical_prior,
         query_mode=model_cfg.query_mode,
         spec=spec,
         neural_weight=model_cfg.neural_weight,

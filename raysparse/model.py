@@ -111,10 +111,16 @@ class LexicalPrior(nn.Module):
             )
         if not (avgdl > 0 and k1 >= 0 and 0 <= b <= 1):
             raise ValueError(f"bad BM25 constants avgdl={avgdl}, k1={k1}, b={b}")
-        zeros = torch.zeros_like(piece_mask)
-        word_start = zeros if word_start is None else torch.as_tensor(word_start, dtype=torch.float32).clone()
+        # separate tensors (safetensors refuses buffers that share memory); models saved without them: all 0
+        word_start = (
+            torch.zeros_like(piece_mask)
+            if word_start is None
+            else torch.as_tensor(word_start).float().clone()
+        )
         continuation = (
-            zeros if continuation is None else torch.as_tensor(continuation, dtype=torch.float32).clone()
+            torch.zeros_like(piece_mask)
+            if continuation is None
+            else torch.as_tensor(continuation).float().clone()
         )
         if word_start.shape != idf.shape or continuation.shape != idf.shape:
             raise ValueError("word_start and continuation must be (V,) like idf")

@@ -645,7 +645,7 @@ def _build_model(cfg: RaySparseConfig, backbone: str, examples: TrainingExamples
     from raysparse.model import QUERY_WEIGHTS_FILE, RAYSPARSE_JSON, SparseEncoder, idf_weights
 
     overrides: dict[str, Any] = {
-        "lexical_prior": cfg.model.lexical_prior if cfg.model.lexical_weighting == "logit" else 0.0,
+        "lexical_prior": cfg.model.lexical_prior,
         "query_mode": cfg.model.query_mode,
         "translation_prior": cfg.model.translation_prior,
         "neural_weight": cfg.model.neural_weight,
