@@ -61,7 +61,7 @@ done
 
 # The untrained backbone with its priors (step 0), on the same dev sets: what training has to add to.
 PRIORS_DIR="$(python -c "import json,sys; print(json.load(open(sys.argv[1]))['info']['backbone_dir'])" "$OUT/pipeline/backbone/_stage.json")"
-for dev in "$OUT"/data/dev/*/; do
+for dev in "$OUT"/data/dev/*-distractors/; do
   name="$(basename "$dev")"
   stage "priors-$name" python -m raysparse evaluate --config "$CONFIG" "${SETS[@]}" --model "$PRIORS_DIR" \
     --no-baseline --beir "$dev" --out "$OUT/priors/$name" > "$OUT/priors-$name.log"
@@ -69,10 +69,10 @@ done
 
 # Ablations of the trained model by its encoding spec (no retraining): the first window only (what truncation at
 # max_doc_length costs) and documents pruned to K terms (the quality-vs-active-terms curve).
-for dev in "$OUT"/data/dev/klue-odqa-distractors/ "$OUT"/data/dev/msmarco-en-ko-distractors/ "$OUT"/data/dev/msmarco-ko-ko-distractors/; do
+for dev in "$OUT"/data/dev/klue-odqa-distractors/ "$OUT"/data/dev/msmarco-en-ko-distractors/; do
   name="$(basename "$dev")"
-  variants=("first window only:max_windows=1")
-  for k in ${QUALITY_TOP_KS:-50 100 200}; do variants+=("top-$k doc terms:doc_top_k=$k"); done
+  variants=("first window only:max_windows=1" "backbone-corpus statistics:lexical_statistics=model")
+  for k in ${QUALITY_TOP_KS:-50 100}; do variants+=("top-$k doc terms:doc_top_k=$k"); done
   for variant in "${variants[@]}"; do
     label="${variant%%:*}"; spec="${variant#*:}"
     stage "ablation-$label-$name" python -m raysparse evaluate --config "$CONFIG" "${SETS[@]}" --model "$OUT/model" \
