@@ -221,11 +221,17 @@ class FakeAutoscalingHead:
 
     # ------------------------------------------------------------------------------------------------ lifecycle
     def __enter__(self) -> FakeAutoscalingHead:
-        try:
-            self.start()
-        except BaseException:
-            self.stop()
-            raise
+        # one retry with fresh ports: on a loaded shared machine a head occasionally fails to come up (a port taken
+        # between picking and binding, a GCS start timeout); the error of the last attempt is raised
+        for attempt in (1, 2):
+            try:
+                self.start()
+                return self
+            except BaseException as err:
+                self.stop()
+                if attempt == 2 or not isinstance(err, RuntimeError | TimeoutError):
+                    raise
+                print(f"autoscaling head failed to start, retrying once: {str(err)[:2000]}", file=sys.stderr)
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -295,7 +301,12 @@ class FakeAutoscalingHead:
         while time.monotonic() < deadline:
             if self._proc is not None and self._proc.poll() is not None:
                 out = self._proc.stdout.read() if self._proc.stdout else ""
-                raise RuntimeError(f"ray start --head exited with {self._proc.returncode}:\n{out[-3000:]}")
+                errors = [ln for ln in out.splitlines() if re.search(r"Error|Exception|Failed|failed", ln)]
+                raise RuntimeError(
+                    f"ray start --head exited with {self._proc.returncode}:\n"
+                    + "\n".join(errors[-15:])
+                    + f"\n...\n{out[-1500:]}"
+                )
             try:
                 with urllib.request.urlopen(f"{self.dashboard_url}/api/version", timeout=5) as resp:
                     if resp.status == 200:
@@ -344,6 +355,8 @@ class FakeAutoscalingHead:
                 time.sleep(3)
         if self.temp_dir:
             shutil.rmtree(self.temp_dir, ignore_errors=True)
+        self._proc = None
+        self._jobs = []
 
     # ------------------------------------------------------------------------------------------------ state
     def nodes(self) -> list[dict[str, Any]]:
@@ -372,6 +385,12 @@ class FakeAutoscalingHead:
             for a in rows
             if class_contains in (a.get("class_name") or "") and (job_id is None or a.get("job_id") == job_id)
         ]
+
+    def job_info(self, submission_id: str) -> Any:
+        """The job's details (status, start_time / end_time in ms, job_id) from the job API."""
+        from ray.job_submission import JobSubmissionClient
+
+        return JobSubmissionClient(self.dashboard_url).get_job_info(submission_id)
 
     def job_id(self, submission_id: str) -> str | None:
         """The Ray job id (hex) of a submission, for filtering actors."""
@@ -437,7 +456,7 @@ class FakeAutoscalingHead:
         for _attempt in range(20):
             res = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
             out = res.stdout + res.stderr
-            if "No available agent" not in out:
+            if "No available agent" not in out and "Failed to connect to Ray" not in out:
                 break
             time.sleep(10)
         if res.returncode != 0:
