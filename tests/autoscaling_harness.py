@@ -452,15 +452,29 @@ class FakeAutoscalingHead:
             "--",
             *entrypoint,
         ]
-        # the job agent starts a little after the dashboard answers (slowly on a loaded machine): retry only that
+        # the job agent starts a little after the dashboard answers, and on a loaded machine the dashboard can drop
+        # a request: retry those, but never submit twice (a dropped reply may still have created the job)
         for _attempt in range(20):
             res = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
             out = res.stdout + res.stderr
-            if "No available agent" not in out and "Failed to connect to Ray" not in out:
+            if res.returncode == 0 or self._submitted(sid):
+                break
+            if not re.search(
+                r"No available agent|Failed to connect to Ray|ConnectionError|Connection aborted", out
+            ):
                 break
             time.sleep(10)
-        if res.returncode != 0:
+        if res.returncode != 0 and not self._submitted(sid):
             raise RuntimeError(f"ray job submit failed ({res.returncode}):\n{out[-3000:]}")
         run = JobRun(sid, self.dashboard_url, time.time(), out)
         self._jobs.append(run)
         return run
+
+    def _submitted(self, submission_id: str) -> bool:
+        from ray.job_submission import JobSubmissionClient
+
+        try:
+            JobSubmissionClient(self.dashboard_url).get_job_info(submission_id)
+            return True
+        except Exception:
+            return False

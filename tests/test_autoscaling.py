@@ -31,12 +31,12 @@ MINER_CLASS = "MapWorker"  # Ray Data's actor-pool actors (see tests/test_failur
 IDLE_TIMEOUT_MIN = 0.25  # the harness default: 15 s instead of cluster.yaml's 10 minutes
 
 
-def _write_beir(shared_data: Path, out: Path, limit: int) -> Path:
+def _write_beir(shared_data: Path, out: Path, limit: int | None, langs: tuple[str, ...] = ("kor",)) -> Path:
     from test_failures import msmarco_data
 
     from raysparse.data import write_beir
 
-    write_beir(msmarco_data(shared_data, limit=limit), out)
+    write_beir(msmarco_data(shared_data, langs=langs, limit=limit), out)
     return out
 
 
@@ -150,8 +150,10 @@ def test_mining_job_finishes_when_its_node_is_lost(shared_data, tmp_path):
     import ray
 
     ray.shutdown()
-    beir = _write_beir(shared_data, tmp_path / "beir", limit=1000)
-    overrides = ["mining.analyzer=kiwi", "mining.batch_size=10", "mining.resources={cpu_pool: 1}"]
+    # 2000 Korean and English queries in batches of 5: hundreds of batches, so the stage is still running when the
+    # node goes (bigram analysis: Kiwi's index build alone takes minutes on the loaded 2-core machine)
+    beir = _write_beir(shared_data, tmp_path / "beir", limit=None, langs=("kor", "eng"))
+    overrides = ["mining.analyzer=bigram", "mining.batch_size=5", "mining.resources={cpu_pool: 1}"]
     expected = _mine_locally(beir, tmp_path / "local", *overrides)
     out = tmp_path / "mined"
     with FakeAutoscalingHead(idle_timeout_minutes=IDLE_TIMEOUT_MIN, max_workers_cap=2) as head:
@@ -163,6 +165,8 @@ def test_mining_job_finishes_when_its_node_is_lost(shared_data, tmp_path):
 
         def actor_alive_on_new_node() -> bool:
             nonlocal job_id
+            status = job.status()
+            assert status in {"PENDING", "RUNNING"}, f"job {status} before the fault:\n{job.logs()[-3000:]}"
             job_id = job_id or head.job_id(job.submission_id)
             new = {n["node_id"] for n in _new_nodes(head, before, "cpu_pool") if n["state"] == "ALIVE"}
             for a in head.actors(MINER_CLASS, job_id):
@@ -185,7 +189,7 @@ def test_mining_job_finishes_when_its_node_is_lost(shared_data, tmp_path):
         )
         status, log = job.wait(600)
         assert status == "SUCCEEDED", log[-4000:]
-        assert "mined 1000/1000 queries" in log, log[-4000:]
+        assert "mined 2000/2000 queries" in log, log[-4000:]
         nodes = {n["node_id"]: n for n in head.nodes()}
         assert nodes[victim["node_id"]]["state"] == "DEAD"
         actors = head.actors(MINER_CLASS, job_id)
