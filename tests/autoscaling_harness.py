@@ -263,6 +263,7 @@ class FakeAutoscalingHead:
             "RAY_USAGE_STATS_ENABLED": "0",
             "RAY_FAKE_CLUSTER": "1",  # the fake provider refuses to start without it
             "AUTOSCALER_UPDATE_INTERVAL_S": "1",  # as AutoscalingCluster sets it (default 5 s)
+            "RAY_DASHBOARD_STARTUP_TIMEOUT_S": "300",  # default 60 s: too short at load 15+ on 2 cores
             "RAYSPARSE_PLACEMENT_WAIT_S": wait_s,  # as cluster.yaml's head start command exports it
             **self.env,
         }
