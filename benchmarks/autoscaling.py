@@ -91,7 +91,14 @@ def main(argv: list[str] | None = None) -> int:
             t: " " + ", ".join(f"{k} {v}" for k, v in spec["resources"].items() if k != "object_store_memory")
             for t, spec in head.config["available_node_types"].items()
         }
-        ray.init(address=head.gcs_address, log_to_driver=False)
+        for attempt in range(3):  # connecting times out now and then at load 15+ on 2 cores
+            try:
+                ray.init(address=head.gcs_address, log_to_driver=False)
+                break
+            except ConnectionError:
+                if attempt == 2:
+                    raise
+                time.sleep(10)
         try:
             for _ in range(args.repeats):
                 for node_type in POOLS:
