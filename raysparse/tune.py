@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -348,11 +349,18 @@ def _run_trial(
     sentence_pairs: Any,
     backbone_dir: str | None,
     extra_loop_config: dict[str, Any] | None,
+    placement_wait_s: str | None = None,
 ) -> None:
     """Tune function trainable: the trial's config, then :func:`raysparse.train.run_training` reporting to Tune."""
     from ray import tune
 
+    from raysparse.ray_utils import PLACEMENT_WAIT_ENV
     from raysparse.train import run_training
+
+    if placement_wait_s and PLACEMENT_WAIT_ENV not in os.environ:
+        # trials run on worker nodes, which the head's export (cluster.yaml) does not reach: the trial's
+        # check_placement must wait for the autoscaler as long as the sweep's driver would
+        os.environ[PLACEMENT_WAIT_ENV] = placement_wait_s
 
     trial_id = tune.get_context().get_trial_id()
     base_cfg = config_from_dict(base, source="sweep base")
@@ -550,7 +558,7 @@ def run_sweep(
     from ray import tune
     from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback, TBXLoggerCallback
 
-    from raysparse.ray_utils import init_ray
+    from raysparse.ray_utils import PLACEMENT_WAIT_ENV, init_ray
 
     if dev is None:
         raise ValueError("run_sweep needs a dev set: trials are compared on validation " + space.metric)
@@ -575,6 +583,7 @@ def run_sweep(
         sentence_pairs=sentence_pairs,
         backbone_dir=str(Path(backbone_dir).resolve()) if backbone_dir else None,
         extra_loop_config=extra_loop_config,
+        placement_wait_s=os.environ.get(PLACEMENT_WAIT_ENV),
     )
     # TBX writes each trial's HParams summary (sampled values + final metrics) for TensorBoard's HParams tab
     callbacks = [JsonLoggerCallback(), CSVLoggerCallback(), TBXLoggerCallback()]

@@ -123,3 +123,50 @@ def test_pipeline_job_entry_point_runs_from_a_checkout():
     )
     assert res.returncode == 0, res.stderr[-2000:]
     assert res.stdout.startswith("usage: raysparse run") and "--force" in res.stdout
+
+
+# KubeRay group names are DNS labels (no underscores): the one place the two files name a node type differently
+GROUP_TO_NODE_TYPE = {"cpu-workers": "cpu_worker", "gpu-workers": "gpu_worker"}
+INSTANCE_GPUS = {"g5.2xlarge": 1}  # the EC2 instance types of cluster.yaml that carry GPUs
+
+
+def test_kuberay_autoscaler_sees_the_node_types_of_cluster_yaml():
+    """raycluster.yaml read the way the KubeRay autoscaler reads it (Ray's own RayCluster -> autoscaling-config
+    translation) gives the autoscaler the node types of cluster.yaml: same min/max workers, the same custom
+    resources, the CPUs and GPUs of the EC2 instance type, a 0-CPU head, and the same idle timeout, upscaling speed
+    and cluster-wide max_workers; both heads hand job drivers the same RAYSPARSE_PLACEMENT_WAIT_S."""
+    from autoscaling_harness import INSTANCE_VCPUS, placement_wait_from_cluster_yaml
+    from ray.autoscaler._private.kuberay.autoscaling_config import _derive_autoscaling_config_from_ray_cr
+
+    aws = yaml.safe_load((ROOT / "cluster.yaml").read_text())
+    cr = _load("raycluster.yaml")
+    cr["metadata"].setdefault("namespace", "default")  # set by the API server on apply
+    k8s = _derive_autoscaling_config_from_ray_cr(cr)
+
+    k8s_types = {k: v for k, v in k8s["available_node_types"].items() if k != k8s["head_node_type"]}
+    assert set(GROUP_TO_NODE_TYPE) == set(k8s_types)
+    assert set(GROUP_TO_NODE_TYPE.values()) == set(aws["available_node_types"]) - {aws["head_node_type"]}
+    for group, node_type in GROUP_TO_NODE_TYPE.items():
+        got, want = k8s_types[group], aws["available_node_types"][node_type]
+        assert (got["min_workers"], got["max_workers"]) == (want["min_workers"], want["max_workers"]), group
+        instance = want["node_config"]["InstanceType"]
+        expected = {
+            "CPU": INSTANCE_VCPUS[instance],
+            **({"GPU": INSTANCE_GPUS[instance]} if instance in INSTANCE_GPUS else {}),
+            **want["resources"],
+        }
+        assert {k: v for k, v in got["resources"].items() if k != "memory"} == expected, group
+    head = k8s["available_node_types"][k8s["head_node_type"]]["resources"]
+    assert head["CPU"] == aws["available_node_types"][aws["head_node_type"]]["resources"]["CPU"] == 0
+    assert k8s["idle_timeout_minutes"] == aws["idle_timeout_minutes"]
+    assert k8s["upscaling_speed"] == aws["upscaling_speed"]
+    assert k8s["max_workers"] == aws["max_workers"]
+
+    wait = placement_wait_from_cluster_yaml(aws)
+    head_env = {
+        e["name"]: e.get("value")
+        for e in cr["spec"]["headGroupSpec"]["template"]["spec"]["containers"][0]["env"]
+    }
+    assert head_env["RAYSPARSE_PLACEMENT_WAIT_S"] == wait
+    job_env = yaml.safe_load(_load("rayjob.yaml")["spec"]["runtimeEnvYAML"])["env_vars"]
+    assert job_env["RAYSPARSE_PLACEMENT_WAIT_S"] == wait
