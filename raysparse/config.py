@@ -66,6 +66,15 @@ class MiningConfig(_Section):
     # custom Ray resources each mining actor needs, e.g. {cpu_pool: 1} to keep mining on CPU nodes (cluster.yaml)
     resources: dict[str, float] = Field(default_factory=dict)
     seed: int = 13
+    # Queries per output shard (triples/part-NNNNN.parquet, written by the worker that mined it). Independent of
+    # batch_size, so the files do not change when batching or worker counts do.
+    shard_rows: int = Field(default=8192, ge=1)
+    # Inputs with fewer queries AND fewer documents than this run in-process even when Ray is requested: starting
+    # Ray and its actors costs more than mining them (benchmarks/results/mining.md, "in-process threshold").
+    # 0 = always use Ray when asked.
+    in_process_below: int = Field(default=20000, ge=0)
+    # documents per corpus-analysis batch (one Ray Data task each on the Ray path)
+    analysis_batch_size: int = Field(default=2048, ge=1)
 
 
 class AugmentConfig(_Section):
