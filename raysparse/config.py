@@ -73,6 +73,9 @@ class MiningConfig(_Section):
     # Ray and its actors costs more than mining them (benchmarks/results/mining.md, "in-process threshold").
     # 0 = always use Ray when asked.
     in_process_below: int = Field(default=20000, ge=0)
+    # numba threads for the top-k kernel of the in-process miner (0 = all cores). 1 by default: on a loaded
+    # machine numba's thread pool was measured 6x slower than one thread (benchmarks/results/mining.md).
+    threads: int = Field(default=1, ge=0)
     # documents per corpus-analysis batch (one Ray Data task each on the Ray path)
     analysis_batch_size: int = Field(default=2048, ge=1)
 
@@ -152,6 +155,9 @@ class TrainConfig(_Section):
     negatives_per_query: int = Field(default=1, ge=0)
     eval_every: int = Field(default=50, ge=1)
     checkpoint_every: int = Field(default=100, ge=1)
+    # Steps between metric reports to Ray Train (validation and checkpoint steps always report). Each report is a
+    # round trip through Ray's controller; every step's metrics still go to TensorBoard and history.jsonl.
+    report_every: int = Field(default=10, ge=1)
     early_stopping_patience: int | None = Field(default=None, ge=1)
     max_failures: int = Field(default=1, ge=0)
     keep_checkpoints: int | None = Field(default=3, ge=1)  # None keeps every checkpoint

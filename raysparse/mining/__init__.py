@@ -19,7 +19,7 @@ from raysparse.mining.index import (
     normalize_for_dedup,
 )
 from raysparse.mining.negatives import mine_batch, random_keys, triples_table
-from raysparse.mining.retrieve import score_flat, topk_batch
+from raysparse.mining.retrieve import score_flat, topk, topk_batch
 from raysparse.mining.stage import (
     REPORT_FILE,
     SHARD_STATS,
@@ -33,6 +33,7 @@ from raysparse.mining.stage import (
     mine,
     mine_dataset,
     mine_shard,
+    mine_shard_table,
     prepare_queries,
     read_triples,
     triples_files,
@@ -59,11 +60,13 @@ __all__ = [
     "mine_batch",
     "mine_dataset",
     "mine_shard",
+    "mine_shard_table",
     "normalize_for_dedup",
     "prepare_queries",
     "random_keys",
     "read_triples",
     "score_flat",
+    "topk",
     "topk_batch",
     "triples_files",
     "triples_table",

@@ -25,7 +25,7 @@ from numba import njit
 
 from raysparse.config import MiningConfig
 from raysparse.mining.index import Bm25Index
-from raysparse.mining.retrieve import score_flat, topk_batch
+from raysparse.mining.retrieve import score_flat, topk
 from raysparse.schemas import TRIPLES
 
 __all__ = ["jaccard", "mine_batch", "random_keys", "triples_table"]
@@ -55,9 +55,16 @@ def jaccard(terms, term_ptr, a, b):  # pragma: no cover - jitted
 @njit(cache=True, nogil=True)
 def _excluded(row, pos, p_lo, p_hi, text_hash, terms, term_ptr, threshold):  # pragma: no cover - jitted
     """A positive itself, or a near-duplicate of one (same normalised text or term-set Jaccard >= threshold)."""
+    n_row = term_ptr[row + 1] - term_ptr[row]
     for p in range(p_lo, p_hi):
         q = pos[p]
-        if row == q or text_hash[row] == text_hash[q] or jaccard(terms, term_ptr, row, q) >= threshold:
+        if row == q or text_hash[row] == text_hash[q]:
+            return True
+        # Jaccard <= min(|A|,|B|) / max(|A|,|B|): skip the merge when the set sizes alone rule it out
+        n_q = term_ptr[q + 1] - term_ptr[q]
+        if min(n_row, n_q) < threshold * max(n_row, n_q):
+            continue
+        if jaccard(terms, term_ptr, row, q) >= threshold:
             return True
     return False
 
@@ -200,7 +207,7 @@ def _positive_rows(
 
 
 def mine_batch(
-    index: Bm25Index, batch: Mapping[str, Any] | pa.Table, cfg: MiningConfig
+    index: Bm25Index, batch: Mapping[str, Any] | pa.Table, cfg: MiningConfig, threads: int = 1
 ) -> dict[str, pa.Array]:
     """Mine hard + random negatives for a batch of queries; returns TRIPLES columns (Arrow arrays).
 
@@ -208,7 +215,8 @@ def mine_batch(
     ``positive_rows`` (their corpus rows, resolved by the driver so workers need no id→row dict). A plain function
     of its inputs: the same call works in-process and inside ``Dataset.map_batches``. Raises ValueError naming the
     batch record and query_id when a positive is not in the corpus or a query has no positive (the caller filters
-    these out and counts them first — see :func:`raysparse.mining.stage.prepare_queries`).
+    these out and counts them first — see :func:`raysparse.mining.stage.prepare_queries`). ``threads`` > 1 runs
+    the top-k kernel on that many numba threads (in-process use; Ray actors use one each).
     """
     query_ids: list[str] = [str(q) for q in _column(batch, "query_id")]
     queries: list[str] = [str(q) for q in _column(batch, "query")]
@@ -222,7 +230,7 @@ def mine_batch(
     # 1. tokenise + BM25 top-k for the whole batch (one kernel call)
     q_ids, q_ptr = index.query_term_ids(queries)
     k = min(cfg.top_k, index.num_docs)
-    top_rows, top_scores = topk_batch(q_ids, q_ptr, *arrays, index.num_docs, k)
+    top_rows, top_scores = topk(q_ids, q_ptr, *arrays, index.num_docs, k, threads)
 
     # 2. hard + random selection (one kernel call; the RNG draws are per query, so batching cannot change them)
     keys = random_keys(cfg.seed, query_ids)

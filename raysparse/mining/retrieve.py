@@ -9,9 +9,9 @@ broken by corpus row, so results are identical in every process. Documents with 
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
+from numba import njit, prange
 
-__all__ = ["score_flat", "topk_batch"]
+__all__ = ["score_flat", "topk_batch", "topk_parallel"]
 
 
 @njit(cache=True, nogil=True)
@@ -82,3 +82,32 @@ def score_flat(q_ids, q_ptr, rows, rows_ptr, data, indices, indptr):  # pragma: 
                     s += data[j]
             out[i] = s
     return out
+
+
+@njit(cache=True, nogil=True, parallel=True)
+def topk_parallel(q_ids, q_ptr, data, indices, indptr, num_docs, k, bounds):  # pragma: no cover - jitted
+    """:func:`topk_batch` over query chunks ``bounds[c]:bounds[c+1]`` on numba's threads (one scratch per chunk):
+    the same rows and scores as the serial kernel, for the in-process miner that has the whole machine."""
+    n_q = len(q_ptr) - 1
+    out_rows = np.full((n_q, k), -1, dtype=np.int32)
+    out_scores = np.zeros((n_q, k), dtype=np.float32)
+    for c in prange(len(bounds) - 1):
+        lo = bounds[c]
+        hi = bounds[c + 1]
+        rows, scores = topk_batch(q_ids, q_ptr[lo : hi + 1], data, indices, indptr, num_docs, k)
+        out_rows[lo:hi] = rows
+        out_scores[lo:hi] = scores
+    return out_rows, out_scores
+
+
+def topk(q_ids, q_ptr, data, indices, indptr, num_docs: int, k: int, threads: int = 1):
+    """Top-k rows/scores per query; ``threads > 1`` splits the batch over numba threads (same result)."""
+    n_q = len(q_ptr) - 1
+    if threads <= 1 or n_q < 2 * threads:
+        return topk_batch(q_ids, q_ptr, data, indices, indptr, num_docs, k)
+    import numba
+
+    threads = min(threads, numba.config.NUMBA_NUM_THREADS)
+    numba.set_num_threads(threads)
+    bounds = np.linspace(0, n_q, 4 * threads + 1).astype(np.int64)
+    return topk_parallel(q_ids, q_ptr, data, indices, indptr, num_docs, k, bounds)

@@ -167,21 +167,29 @@ def _prepare_remote(
 # ------------------------------------------------------------------------------------------------ shards
 
 
-def mine_shard(index: Bm25Index, table: pa.Table, cfg: MiningConfig, out_dir: str | Path, shard: int) -> dict:
-    """Mine one shard of prepared queries in sub-batches of ``batch_size`` and write it atomically as
-    ``out_dir/triples/part-NNNNN.parquet``. Returns the shard's statistics (a :data:`SHARD_STATS` row)."""
-    import pyarrow.parquet as pq
-
+def mine_shard_table(index: Bm25Index, table: pa.Table, cfg: MiningConfig, threads: int = 1) -> pa.Table:
+    """Mine one shard of prepared queries in sub-batches of ``batch_size`` → one TRIPLES table."""
     parts = [
-        triples_table(mine_batch(index, table.slice(s, cfg.batch_size), cfg))
+        triples_table(mine_batch(index, table.slice(s, cfg.batch_size), cfg, threads))
         for s in range(0, table.num_rows, cfg.batch_size)
     ]
-    out = pa.concat_tables(parts).combine_chunks() if parts else TRIPLES.empty_table()
+    return pa.concat_tables(parts).combine_chunks() if parts else TRIPLES.empty_table()
+
+
+def write_shard(out: pa.Table, out_dir: str | Path, shard: int) -> Path:
+    """Write a shard atomically as ``out_dir/triples/part-NNNNN.parquet`` (same rows → same bytes)."""
+    import pyarrow.parquet as pq
+
     path = Path(out_dir) / TRIPLES_DIR / shard_name(shard)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     pq.write_table(out.replace_schema_metadata(None), tmp, row_group_size=4096, compression="zstd")
     os.replace(tmp, path)  # a retried shard replaces the same bytes; readers never see half a file
+    return path
+
+
+def shard_stats(out: pa.Table, shard: int, cfg: MiningConfig) -> dict:
+    """The shard's :data:`SHARD_STATS` row (what the report sums; computed with Arrow/numpy)."""
     kinds = pc.list_flatten(out.column("negative_kinds"))
     is_hard = pc.equal(kinds, "hard").to_numpy(zero_copy_only=False)
     neg_len = pc.list_value_length(out.column("negative_ids")).to_numpy(zero_copy_only=False)
@@ -196,6 +204,15 @@ def mine_shard(index: Bm25Index, table: pa.Table, cfg: MiningConfig, out_dir: st
         "short_of_hard": int((hard_per_row < cfg.num_hard_negatives).sum()),
         "triples": int((pos_len * neg_len).sum()),
     }
+
+
+def mine_shard(
+    index: Bm25Index, table: pa.Table, cfg: MiningConfig, out_dir: str | Path, shard: int, threads: int = 1
+) -> dict:
+    """Mine, write and summarise one shard (what each Ray actor call does)."""
+    out = mine_shard_table(index, table, cfg, threads)
+    write_shard(out, out_dir, shard)
+    return shard_stats(out, shard, cfg)
 
 
 def _shards_of(batch: pa.Table, cfg: MiningConfig, total: int) -> list[tuple[int, pa.Table]]:
@@ -357,22 +374,34 @@ def _mine_in_process(
     report: MiningReport,
     show_progress: bool,
 ) -> None:
+    """The top-k kernel on ``mining.threads`` numba threads, and each shard's Parquet write (compression, outside
+    the GIL) overlapped with mining the next one."""
+    from concurrent.futures import ThreadPoolExecutor
+
     from tqdm.auto import tqdm
 
-    tables = []
+    threads = cfg.threads or (
+        len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    )
+    stats = []
     t0 = time.perf_counter()
     first_at, first_rows = None, 0
-    with tqdm(total=queries.num_rows, desc="mine", unit="q", disable=not show_progress) as bar:
+    with (
+        ThreadPoolExecutor(max_workers=1) as writer,
+        tqdm(total=queries.num_rows, desc="mine", unit="q", disable=not show_progress) as bar,
+    ):
+        pending = []
         for shard, start in enumerate(range(0, queries.num_rows, cfg.shard_rows)):
-            rows = queries.slice(start, cfg.shard_rows)
-            tables.append(
-                pa.Table.from_pylist([mine_shard(index, rows, cfg, out_dir, shard)], schema=SHARD_STATS)
-            )
+            out = mine_shard_table(index, queries.slice(start, cfg.shard_rows), cfg, threads)
+            pending.append(writer.submit(write_shard, out, out_dir, shard))
+            stats.append(shard_stats(out, shard, cfg))
             if first_at is None:
-                first_at, first_rows = time.perf_counter(), rows.num_rows
-            bar.update(rows.num_rows)
+                first_at, first_rows = time.perf_counter(), out.num_rows
+            bar.update(out.num_rows)
+        for f in pending:
+            f.result()
     _steady(report, queries.num_rows, t0, first_at, first_rows)
-    _collect_stats(tables, report, 1)
+    _collect_stats([pa.Table.from_pylist(stats, schema=SHARD_STATS)], report, 1)
 
 
 def _steady(report: MiningReport, n: int, t0: float, first_at: float | None, first_rows: int) -> None:
