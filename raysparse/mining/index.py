@@ -40,9 +40,11 @@ __all__ = [
     "Bm25Index",
     "IndexBuilder",
     "analyze_documents",
+    "bm25_csc",
     "bm25_weights",
     "document_texts",
     "normalize_for_dedup",
+    "token_postings",
 ]
 
 # One row per document after analysis: its distinct terms (any order) with their counts, and its token count.
@@ -86,18 +88,10 @@ def _list_array(offsets: np.ndarray, values: pa.Array) -> pa.Array:
     return pa.ListArray.from_arrays(pa.array(offsets, type=pa.int32()), values)
 
 
-def analyze_documents(batch: pa.Table, analyzer: str, hf_tokenizer: str | None = None) -> pa.Table:
-    """Analyse a batch of CORPUS rows (``doc_id``, ``text``, optional ``title``) into :data:`ANALYSED` rows.
-
-    Per document the distinct terms and their counts are taken with one ``np.unique`` over the batch's
-    (document, term) keys, not a Python Counter per document.
-    """
-    from raysparse.analyzers import get_analyzer
-
-    texts = document_texts(batch)
-    text_list = texts.to_pylist()
-    tokens = get_analyzer(analyzer, hf_tokenizer)(text_list)
-    n = len(text_list)
+def token_postings(tokens: Sequence[Sequence[str]]) -> tuple[pa.Array, pa.Array, np.ndarray]:
+    """Per document its distinct terms (list<string>), their counts (list<int32>) and its token count, with one
+    ``np.unique`` over the batch's (document, term) keys rather than a Python Counter per document."""
+    n = len(tokens)
     lengths = np.fromiter((len(t) for t in tokens), dtype=np.int64, count=n)
     flat = pa.array(itertools.chain.from_iterable(tokens), type=pa.string())
     encoded = pc.dictionary_encode(flat)
@@ -108,18 +102,45 @@ def analyze_documents(batch: pa.Table, analyzer: str, hf_tokenizer: str | None =
     offsets = np.zeros(n + 1, dtype=np.int64)
     np.cumsum(np.bincount(uniq // n_local, minlength=n), out=offsets[1:])
     terms = encoded.dictionary.take(pa.array(uniq % n_local))
-    hashes = np.fromiter((_text_hash(t) for t in text_list), dtype=np.uint64, count=n)
+    return (
+        _list_array(offsets, terms),
+        _list_array(offsets, pa.array(counts.astype(np.int32), pa.int32())),
+        lengths,
+    )
+
+
+def analyze_documents(batch: pa.Table, analyzer: str, hf_tokenizer: str | None = None) -> pa.Table:
+    """Analyse a batch of CORPUS rows (``doc_id``, ``text``, optional ``title``) into :data:`ANALYSED` rows."""
+    from raysparse.analyzers import get_analyzer
+
+    texts = document_texts(batch)
+    text_list = texts.to_pylist()
+    terms, tfs, lengths = token_postings(get_analyzer(analyzer, hf_tokenizer)(text_list))
+    hashes = np.fromiter((_text_hash(t) for t in text_list), dtype=np.uint64, count=len(text_list))
     return pa.Table.from_arrays(
         [
             batch.column("doc_id").combine_chunks().cast(pa.string()),
             texts.cast(pa.string()),
             pa.array(hashes, pa.uint64()),
             pa.array(lengths.astype(np.int32), pa.int32()),
-            _list_array(offsets, terms),
-            _list_array(offsets, pa.array(counts.astype(np.int32), pa.int32())),
+            terms,
+            tfs,
         ],
         schema=ANALYSED,
     )
+
+
+def bm25_csc(
+    doc_tokens: Sequence[Sequence[str]], k1: float, b: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, pa.Array]:
+    """BM25 weight matrix of token lists: CSC ``(data, indices, indptr)`` (one column per term, rows ascending)
+    and the sorted vocabulary (a term's column is its position). The same code builds :class:`Bm25Index`, so
+    mining, evaluation and the round-trip filter score with one index construction."""
+    builder = IndexBuilder()
+    terms, tfs, lengths = token_postings(doc_tokens)
+    builder.add_postings(terms, tfs, lengths)
+    vocab, csc, _ = builder.merge(k1, b)
+    return (*csc, vocab)
 
 
 def bm25_weights(
@@ -173,10 +194,18 @@ class IndexBuilder:
         if analysed.num_rows == 0:
             return
         table = analysed if isinstance(analysed, pa.Table) else pa.Table.from_batches([analysed])
-        terms = table.column("terms").combine_chunks()
-        tfs = table.column("tfs").combine_chunks()
-        flat = pc.list_flatten(terms)
-        encoded = pc.dictionary_encode(flat)
+        self.add_postings(
+            table.column("terms").combine_chunks(),
+            table.column("tfs").combine_chunks(),
+            table.column("length").to_numpy(),
+        )
+        self._doc_ids.append(table.column("doc_id").combine_chunks())
+        self._texts.append(table.column("text").combine_chunks())
+        self._hashes.append(table.column("text_hash").to_numpy())
+
+    def add_postings(self, terms: pa.Array, tfs: pa.Array, lengths: np.ndarray) -> None:
+        """Documents given as distinct terms (list<string>), counts (list<int32>) and token counts."""
+        encoded = pc.dictionary_encode(pc.list_flatten(terms))
         self._parts.append(
             _Part(
                 dictionary=encoded.dictionary,
@@ -185,22 +214,14 @@ class IndexBuilder:
                 n_terms=pc.list_value_length(terms).to_numpy(zero_copy_only=False).astype(np.int32),
             )
         )
-        self._doc_ids.append(table.column("doc_id").combine_chunks())
-        self._texts.append(table.column("text").combine_chunks())
-        self._hashes.append(table.column("text_hash").to_numpy())
-        self._lengths.append(table.column("length").to_numpy().astype(np.int32))
+        self._lengths.append(np.asarray(lengths).astype(np.int32))
 
-    def build(self, cfg: MiningConfig) -> Bm25Index:
-        if not self._lengths:
-            raise ValueError("cannot build a BM25 index over an empty corpus")
-        doc_ids = pa.concat_arrays(self._doc_ids).cast(pa.string())
-        _check_unique(doc_ids)
-        texts = pa.concat_arrays(self._texts).cast(pa.string())
-        text_hash = np.concatenate(self._hashes).astype(np.uint64)
-        lengths = np.concatenate(self._lengths)
+    def merge(
+        self, k1: float, b: float, with_terms: bool = False
+    ) -> tuple[pa.Array, tuple[np.ndarray, np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray] | None]:
+        """One sorted vocabulary, global document frequencies, BM25 weights: (vocab, CSC, CSR term lists)."""
+        lengths = np.concatenate(self._lengths) if self._lengths else np.zeros(0, np.int32)
         n_docs = len(lengths)
-
-        # one sorted vocabulary: the union of the batches' dictionaries
         all_terms = pa.chunked_array([p.dictionary for p in self._parts], type=pa.string())
         vocab = pc.unique(all_terms)
         vocab = vocab.take(pc.array_sort_indices(vocab))
@@ -209,39 +230,52 @@ class IndexBuilder:
                 pc.index_in(p.dictionary, value_set=vocab).to_numpy().astype(np.int32)[p.local]
                 for p in self._parts
             ]
+            or [np.zeros(0, np.int32)]
         )
-        tf = np.concatenate([p.tf for p in self._parts])
-        n_terms = np.concatenate([p.n_terms for p in self._parts])
+        tf = np.concatenate([p.tf for p in self._parts] or [np.zeros(0, np.int32)])
+        n_terms = np.concatenate([p.n_terms for p in self._parts] or [np.zeros(0, np.int32)])
         self._parts.clear()
         doc = np.repeat(np.arange(n_docs, dtype=np.int32), n_terms)
         df = np.bincount(term, minlength=len(vocab))
-        weights = bm25_weights(term, tf, doc, lengths, df, cfg.bm25_k1, cfg.bm25_b)
+        weights = bm25_weights(term, tf, doc, lengths, df, k1, b)
         del tf
-
         # CSC (one column per term, rows ascending): a stable sort by term keeps rows in order within a column
         by_term = np.argsort(term, kind="stable")
-        data = weights[by_term]
-        indices = doc[by_term]
+        data = weights[by_term].astype(np.float32)
+        indices = doc[by_term].astype(np.int32)
         del by_term, weights
         indptr = np.zeros(len(vocab) + 1, dtype=np.int64)
         np.cumsum(df, out=indptr[1:])
-        # CSR transpose for the near-duplicate check: each document's sorted unique term ids
-        key = doc.astype(np.int64) * len(vocab) + term
-        del doc
-        key.sort()
-        terms = (key % len(vocab)).astype(np.int32)
-        del key
-        term_ptr = np.zeros(n_docs + 1, dtype=np.int64)
-        np.cumsum(n_terms, out=term_ptr[1:])
+        csr = None
+        if with_terms:  # CSR transpose for the near-duplicate check: each document's sorted unique term ids
+            key = doc.astype(np.int64) * max(1, len(vocab)) + term
+            del doc
+            key.sort()
+            terms = (key % max(1, len(vocab))).astype(np.int32)
+            del key
+            term_ptr = np.zeros(n_docs + 1, dtype=np.int64)
+            np.cumsum(n_terms, out=term_ptr[1:])
+            csr = (terms, term_ptr)
+        return vocab, (data, indices, indptr), csr
+
+    def build(self, cfg: MiningConfig) -> Bm25Index:
+        if not self._lengths:
+            raise ValueError("cannot build a BM25 index over an empty corpus")
+        doc_ids = pa.concat_arrays(self._doc_ids).cast(pa.string())
+        _check_unique(doc_ids)
+        texts = pa.concat_arrays(self._texts).cast(pa.string())
+        text_hash = np.concatenate(self._hashes).astype(np.uint64)
+        vocab, (data, indices, indptr), csr = self.merge(cfg.bm25_k1, cfg.bm25_b, with_terms=True)
+        assert csr is not None
         return Bm25Index(
             analyzer=cfg.analyzer,
             hf_tokenizer=cfg.hf_tokenizer,
             vocab_terms=vocab,
-            data=data.astype(np.float32),
-            indices=indices.astype(np.int32),
+            data=data,
+            indices=indices,
             indptr=indptr,
-            terms=terms,
-            term_ptr=term_ptr,
+            terms=csr[0],
+            term_ptr=csr[1],
             text_hash=text_hash,
             doc_ids=doc_ids,
             texts=texts,
