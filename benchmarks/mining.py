@@ -162,7 +162,7 @@ def main() -> None:
 
     from raysparse.analyzers import get_analyzer
     from raysparse.config import MiningConfig
-    from raysparse.mining import Bm25Index, mine
+    from raysparse.mining import Bm25Index, mine, triples_files
 
     cfg = MiningConfig(
         analyzer=args.analyzer, hf_tokenizer=args.hf_tokenizer, top_k=args.top_k, batch_size=args.batch_size
@@ -248,9 +248,7 @@ def main() -> None:
         import ray.data
 
         distributed = mine(data, cfg, Path(tmp) / "ray", ray=True, index=index, show_progress=False)
-        same = (Path(tmp) / "local" / "triples.parquet").read_bytes() == (
-            Path(tmp) / "ray" / "triples.parquet"
-        ).read_bytes()
+        same = triples_files(Path(tmp) / "local") == triples_files(Path(tmp) / "ray")
         ray.shutdown()
     ray_qps = distributed.queries_mined / distributed.timings["mining"]
     local_qps = local.queries_mined / local.timings["mining"]

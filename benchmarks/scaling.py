@@ -46,7 +46,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 from mining import pooled_collection  # noqa: E402  (benchmarks/mining.py: the same pooled collection)
 
-import raysparse.mining as mining_module  # noqa: E402
+import raysparse.mining.stage as mining_module  # noqa: E402  (mine() looks its actor class up here)
 
 OBJECT_STORE_BYTES = 300 * 1024**2  # per node: 4 nodes x 300 MB stays well inside a laptop's /dev/shm
 
@@ -245,7 +245,9 @@ def main() -> None:
 
     load_start = os.getloadavg()
     uptime_start = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
-    cfg = MiningConfig(analyzer="bigram", batch_size=args.batch_size)
+    cfg = MiningConfig(
+        analyzer="bigram", batch_size=args.batch_size, shard_rows=args.batch_size, in_process_below=0
+    )
     data = pooled_collection(args.docs, args.queries)
     print(f"pooled: {data.summary()}", flush=True)
     index = Bm25Index.build(data.corpus, cfg, show_progress=False)

@@ -66,6 +66,18 @@ class MiningConfig(_Section):
     # custom Ray resources each mining actor needs, e.g. {cpu_pool: 1} to keep mining on CPU nodes (cluster.yaml)
     resources: dict[str, float] = Field(default_factory=dict)
     seed: int = 13
+    # Queries per output shard (triples/part-NNNNN.parquet, written by the worker that mined it). Independent of
+    # batch_size, so the files do not change when batching or worker counts do.
+    shard_rows: int = Field(default=8192, ge=1)
+    # Inputs with fewer queries AND fewer documents than this run in-process even when Ray is requested: starting
+    # Ray and its actors costs more than mining them (benchmarks/results/mining.md, "in-process threshold").
+    # 0 = always use Ray when asked.
+    in_process_below: int = Field(default=20000, ge=0)
+    # numba threads for the top-k kernel of the in-process miner (0 = all cores). 1 by default: on a loaded
+    # machine numba's thread pool was measured 6x slower than one thread (benchmarks/results/mining.md).
+    threads: int = Field(default=1, ge=0)
+    # documents per corpus-analysis batch (one Ray Data task each on the Ray path)
+    analysis_batch_size: int = Field(default=2048, ge=1)
 
 
 class AugmentConfig(_Section):
@@ -164,6 +176,9 @@ class TrainConfig(_Section):
     negatives_per_query: int = Field(default=1, ge=0)
     eval_every: int = Field(default=50, ge=1)
     checkpoint_every: int = Field(default=100, ge=1)
+    # Steps between metric reports to Ray Train (validation and checkpoint steps always report). Each report is a
+    # round trip through Ray's controller; every step's metrics still go to TensorBoard and history.jsonl.
+    report_every: int = Field(default=10, ge=1)
     early_stopping_patience: int | None = Field(default=None, ge=1)
     eval_at_start: bool = False  # validate the untrained model too (step 0 of the learning curve)
     max_failures: int = Field(default=1, ge=0)

@@ -776,6 +776,7 @@ def run_loop(config: dict[str, Any], io: LoopIO) -> list[dict[str, Any]]:
 
         bar = tqdm(total=tc.max_steps, initial=state["step"], desc="train", unit="step", mininterval=5)
     stop = bool(state.get("stopped"))  # a run that stopped early stays stopped when resumed
+    last_end = time.perf_counter()
     while state["step"] < tc.max_steps and not stop:
         step = state["step"]
         t0 = time.perf_counter()
@@ -826,7 +827,7 @@ def run_loop(config: dict[str, Any], io: LoopIO) -> list[dict[str, Any]]:
             **{f"loss/{'total' if k == 'loss' else k}": v for k, v in sums.items()},
             "train/lr": backend.lr,
             "sparsity/flops": flops,
-            "time/step_s": time.perf_counter() - t0,
+            "time/step_s": time.perf_counter() - t0,  # compute: forward, backward, optimizer step
         }
         _log_progress(
             progress_file, {"step": done, "loss": sums.get("loss"), "pid": os.getpid(), "time": time.time()}
@@ -834,7 +835,8 @@ def run_loop(config: dict[str, Any], io: LoopIO) -> list[dict[str, Any]]:
 
         is_last = done >= tc.max_steps
         want_ckpt = done % tc.checkpoint_every == 0 or is_last
-        if dev is not None and (done % tc.eval_every == 0 or want_ckpt):
+        evaluated = dev is not None and (done % tc.eval_every == 0 or want_ckpt)
+        if evaluated:
             metrics.update(evaluate())
             value = metrics[VAL_METRIC]
             if state["best"] is None or value > state["best"]:
@@ -854,6 +856,13 @@ def run_loop(config: dict[str, Any], io: LoopIO) -> list[dict[str, Any]]:
                             state["best_step"],
                         )
             metrics["best/ndcg@10"] = state["best"]
+            if bar is not None:  # one console line per validation; every metric is in TensorBoard/history
+                bar.write(
+                    f"step {done}: {VAL_METRIC}={metrics[VAL_METRIC]:.4f} (best {state['best']:.4f} at step "
+                    f"{state['best_step']}), loss {sums.get('loss', float('nan')):.4f}"
+                )
+        # wall time of the whole step, previous step's end to now (includes data, evaluation and reporting)
+        metrics["time/wall_s"] = time.perf_counter() - last_end
         if writer is not None:
             for name, value in metrics.items():
                 if name != "step" and isinstance(value, (int, float)) and value is not None:
@@ -866,8 +875,11 @@ def run_loop(config: dict[str, Any], io: LoopIO) -> list[dict[str, Any]]:
             _log_progress(out_dir / "history.jsonl", metrics)
         if want_ckpt:
             checkpoint(metrics)
-        else:
+        elif (
+            evaluated or done % tc.report_every == 0
+        ):  # the same decision on every rank (reports are collective)
             io.report(metrics, None)
+        last_end = time.perf_counter()
         _maybe_fail(config, done, rank)
     if bar is not None:
         bar.close()

@@ -411,7 +411,7 @@ def test_cli_wikipedia_cached_rerun_and_mine_on_title_queries(dump, tmp_path, ca
         )
         == 0
     )
-    triples = pq.read_table(tmp_path / "mined" / "triples.parquet")
+    triples = pq.read_table(tmp_path / "mined" / "triples")
     assert triples.num_rows == 10  # one title query per kept page
     assert all(p[0].endswith("-0") for p in triples["positive_ids"].to_pylist())
 

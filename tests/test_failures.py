@@ -24,7 +24,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from raysparse.config import MiningConfig
-from raysparse.mining import TRIPLES_FILE, Bm25Index, mine, read_triples
+from raysparse.mining import TRIPLES_DIR, Bm25Index, mine, read_triples, triples_files
 from raysparse.schemas import RetrievalData
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -88,7 +88,9 @@ def test_mining_actors_run_only_on_the_cpu_pool_node(shared_data, tmp_path):
     from raysparse.mining import _ray_pool
 
     data = msmarco_data(shared_data, limit=200)
-    cfg = MiningConfig(analyzer="bigram", batch_size=25, resources={"cpu_pool": 1})
+    cfg = MiningConfig(
+        analyzer="bigram", batch_size=25, shard_rows=25, resources={"cpu_pool": 1}, in_process_below=0
+    )
     index = Bm25Index.build(data.corpus, cfg, show_progress=False)
     cluster, (pool_node, plain_node) = start_cluster(
         1, [{"num_cpus": 2, "resources": {"cpu_pool": 2}}, {"num_cpus": 2}]
@@ -114,13 +116,11 @@ def test_mining_actors_run_only_on_the_cpu_pool_node(shared_data, tmp_path):
         with pytest.raises(ValueError, match=r"train\.resources"):
             check_placement(train_cfg.train.resources, "train.resources")
         assert time.monotonic() - t0 < 60  # failed, not queued (generous: this is a hang check, not a timing)
-        assert not (tmp_path / "impossible" / TRIPLES_FILE).exists()
+        assert not (tmp_path / "impossible" / TRIPLES_DIR).exists()
     finally:
         stop_cluster(cluster)
     local = mine(data, cfg, tmp_path / "local", ray=False, index=index, show_progress=False)
-    assert (tmp_path / "placed" / TRIPLES_FILE).read_bytes() == (
-        tmp_path / "local" / TRIPLES_FILE
-    ).read_bytes()
+    assert triples_files(tmp_path / "placed") == triples_files(tmp_path / "local")
     assert local.queries_mined == 200
 
 
@@ -133,7 +133,7 @@ def test_mining_survives_losing_a_worker_node(shared_data, tmp_path):
     """Kill the node of one of two mining actors mid-run: the actor restarts on the surviving node, its batches are
     re-run, and the triples equal a run without failure byte for byte."""
     data = msmarco_data(shared_data, langs=("kor", "eng"))
-    cfg = MiningConfig(analyzer="kiwi", batch_size=20, num_workers=2)
+    cfg = MiningConfig(analyzer="kiwi", batch_size=20, shard_rows=20, num_workers=2, in_process_below=0)
     index = Bm25Index.build(data.corpus, cfg, show_progress=False)
     expected = mine(data, cfg, tmp_path / "local", ray=False, index=index, show_progress=False)
 
@@ -185,9 +185,7 @@ def test_mining_survives_losing_a_worker_node(shared_data, tmp_path):
     assert got.num_rows == expected.queries_mined == report.queries_mined
     ids = got.column("query_id").to_pylist()
     assert len(set(ids)) == len(ids), "duplicated queries after the retry"
-    assert (tmp_path / "cluster" / TRIPLES_FILE).read_bytes() == (
-        tmp_path / "local" / TRIPLES_FILE
-    ).read_bytes()
+    assert triples_files(tmp_path / "cluster") == triples_files(tmp_path / "local")
 
 
 # ---------------------------------------------------------------------------------------------------- corrupt shards
@@ -230,7 +228,7 @@ def test_mining_job_names_the_corrupt_shard(shared_data, tmp_path):
                          text=True, timeout=150)  # fmt: skip
     assert res.returncode != 0
     assert "part-002.json" in res.stderr and "DataFormatError" in res.stderr, res.stderr[-2000:]
-    assert not (tmp_path / "bad" / TRIPLES_FILE).exists()
+    assert not (tmp_path / "bad" / TRIPLES_DIR).exists()
 
 
 @pytest.mark.slow

@@ -9,7 +9,7 @@ import pyarrow as pa
 import pytest
 
 from raysparse.config import MiningConfig
-from raysparse.mining import TRIPLES_FILE, Bm25Index, mine, read_triples
+from raysparse.mining import Bm25Index, mine, read_triples, triples_files
 from raysparse.schemas import RetrievalData
 
 
@@ -62,7 +62,8 @@ def test_two_node_cluster_matches_in_process(shared_data, tmp_path):
         assert len([n for n in ray.nodes() if n["Alive"]]) == 2
 
         data = klue_data(shared_data)
-        cfg = MiningConfig(analyzer="bigram", batch_size=40)  # 6 blocks for 2 actors (one per node)
+        # 6 shards for 2 actors (one per node); no small-input shortcut
+        cfg = MiningConfig(analyzer="bigram", batch_size=40, shard_rows=40, in_process_below=0)
         index = Bm25Index.build(data.corpus, cfg, show_progress=False)
         on_cluster = mine(data, cfg, tmp_path / "cluster", ray=True, index=index, show_progress=False)
         local = mine(data, cfg, tmp_path / "local", ray=False, index=index, show_progress=False)
@@ -77,9 +78,10 @@ def test_two_node_cluster_matches_in_process(shared_data, tmp_path):
         )
 
         assert on_cluster.workers == 2 and on_cluster.queries_mined == local.queries_mined == 240
-        expected = (tmp_path / "local" / TRIPLES_FILE).read_bytes()
-        assert (tmp_path / "cluster" / TRIPLES_FILE).read_bytes() == expected
-        assert (tmp_path / "rebatched" / TRIPLES_FILE).read_bytes() == expected
+        expected = triples_files(tmp_path / "local")
+        assert len(expected) == 6
+        assert triples_files(tmp_path / "cluster") == expected
+        assert triples_files(tmp_path / "rebatched") == expected
         table = read_triples(tmp_path / "cluster")
         assert table.num_rows == 240
         assert min(len(x) for x in table.column("negative_ids").to_pylist()) == 15

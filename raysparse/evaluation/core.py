@@ -128,18 +128,13 @@ def _evaluate_vectors(
 def bm25_document_matrix(
     doc_tokens: Sequence[Sequence[str]], k1: float, b: float
 ) -> tuple[sp.csr_matrix, dict[str, int]]:
-    """(num_docs, vocab) BM25 weights from bm25s (Lucene variant) and its term -> column vocabulary."""
-    import bm25s
+    """(num_docs, vocab) BM25 weights (Lucene variant, bm25s' float operations) and its term -> column vocabulary:
+    the index construction mining uses (:func:`raysparse.mining.index.bm25_csc`), so both score alike."""
+    from raysparse.mining.index import bm25_csc
 
-    retriever = bm25s.BM25(k1=k1, b=b, backend="numpy")
-    retriever.index([list(t) for t in doc_tokens], show_progress=False)
-    scores = retriever.scores
-    num_terms = len(scores["indptr"]) - 1
-    # bm25s adds an empty-string entry past the matrix's last column (its placeholder for unknown tokens): drop it.
-    vocab = {str(t): int(i) for t, i in retriever.vocab_dict.items() if int(i) < num_terms}
-    csc = sp.csc_matrix(
-        (scores["data"], scores["indices"], scores["indptr"]), shape=(len(doc_tokens), num_terms)
-    )
+    data, indices, indptr, terms = bm25_csc(doc_tokens, k1, b)
+    vocab = {str(t): i for i, t in enumerate(terms.to_pylist())}
+    csc = sp.csc_matrix((data, indices, indptr), shape=(len(doc_tokens), len(vocab)))
     return csc.tocsr(), vocab
 
 
