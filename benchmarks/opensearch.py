@@ -54,9 +54,9 @@ def load_corpus(shared: Path, petitions: int):
 
 def _query_worker(url, index, queries, mode, prune, model, concurrency, conn):
     """Runs in a second process: one query per request (hybrid = 2 requests + client fusion)."""
+    from raysparse.fusion import fuse_min_max
     from raysparse.opensearch import (
         bm25_query,
-        fuse_min_max,
         lexical_term_weights,
         make_client,
         model_query_encoder,
@@ -117,7 +117,7 @@ def main() -> int:
 
     from tqdm import tqdm
 
-    from raysparse.evaluate import compute_metrics, qrels_from_table
+    from raysparse.evaluation import compute_metrics, qrels_from_table
     from raysparse.opensearch import bulk_index as bulk
     from raysparse.opensearch import (
         create_index,
@@ -216,7 +216,7 @@ def main() -> int:
         lines.append(f"| {label} | {ndcg:.4f} | {p50:.1f} | {p99:.1f} | {qps:.1f} | {qps / base_qps:.2f}x |")
     lines += [
         "",
-        "nDCG@10 computed by raysparse.evaluate.compute_metrics from OpenSearch's own top-100 (search_run).",
+        "nDCG@10 computed by raysparse.evaluation.compute_metrics from OpenSearch's own top-100 (search_run).",
         "",
     ]
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

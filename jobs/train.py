@@ -1,7 +1,9 @@
-"""The users' main entry point: ``ray job submit --working-dir . -- python jobs/train.py --config configs/X.yaml``.
+"""Training as a Ray job: ``ray job submit --working-dir . -- python jobs/train.py --triples mined/ --out runs/train
+[--dev-beir DIR] [--config F]``.
 
-With no arguments it runs the main job on the embedded Korean/English sample (configs/default.yaml): mining,
-augmentation, DeepSpeed training on Ray Train and evaluation next to BM25. All options: ``--help``.
+A thin entry point over ``raysparse train`` (same flags, same code): DeepSpeed training of the sparse encoder on Ray
+Train workers from mined triples, resuming from the latest checkpoint when re-submitted. The whole pipeline (data ->
+mining -> augmentation -> training -> evaluation) is ``jobs/pipeline.py``. ``--help`` lists the options.
 """
 
 import sys
@@ -11,4 +13,4 @@ import _bootstrap  # noqa: F401  (puts the repository on sys.path when raysparse
 from raysparse.cli import main
 
 if __name__ == "__main__":
-    sys.exit(main(["run", *sys.argv[1:]]))
+    sys.exit(main(["train", *sys.argv[1:]]))

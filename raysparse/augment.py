@@ -286,17 +286,18 @@ class BilingualDictionary:
         self.reports.append(report)
 
     def add_file(self, path: str | Path) -> ReadReport:
-        """Merge one dictionary file: TSV (header ko/en, korean/english[_gloss] or two bare columns) or JSON."""
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"dictionary file not found: {path}")
-        suffix = path.suffix.lower()
-        if suffix == ".json":
-            report = self._add_json(path)
-        elif suffix == ".jsonl":
-            report = self._add_jsonl(path)
-        else:
-            report = self._add_tsv(path)
+        """Merge one term file read by :func:`raysparse.data.read_term_file` (TSV glossary, JSON or JSONL).
+
+        The file's report counts every record once: ``read`` = records that gave at least one pair here, skipped
+        = the reader's skips (no Hangul, duplicates, empty sides) plus what normalisation could not use.
+        """
+        from raysparse.data.bilingual import read_term_file
+
+        table, report = read_term_file(path)
+        report.read = 0  # counted again below, after normalisation
+        for row in table.to_pylist():
+            score = row.get("score")
+            self.add_raw(row["ko"], row["en"], row["source"], report, 1.0 if score is None else float(score))
         self.reports.append(report)
         log.info("%s", report)
         return report
@@ -323,77 +324,6 @@ class BilingualDictionary:
         for f in files:
             dictionary.add_file(f)
         return dictionary
-
-    # --- readers -------------------------------------------------------------------------------------------
-    def _add_tsv(self, path: Path) -> ReadReport:
-        report = ReadReport(str(path))
-        with path.open(encoding="utf-8-sig") as fh:
-            lines = fh.read().splitlines()
-        ko_col, en_col, first = _tsv_layout(path, lines)
-        level_col = _level_column(lines[first - 1]) if first > 0 else None
-        for lineno in range(first, len(lines)):
-            line = lines[lineno]
-            if not line.strip() or line.lstrip().startswith("#"):
-                if line.strip():
-                    report.skip("comment line")
-                continue
-            cols = line.split("\t")
-            for name, col in (("korean", ko_col), ("english", en_col)):
-                if col >= len(cols):
-                    raise DictionaryFormatError(
-                        f"{path}:{lineno + 1}: missing field {name!r} (column {col + 1}; the line has "
-                        f"{len(cols)} tab-separated fields)"
-                    )
-            ko, en = cols[ko_col].strip(), cols[en_col].strip()
-            if not ko or not en:
-                report.skip("empty korean or english field")
-                continue
-            level = cols[level_col].strip().upper() if level_col is not None and level_col < len(cols) else ""
-            self.add_raw(ko, en, path.name, report, LEVEL_SCORES.get(level, 1.0))
-        return report
-
-    def _add_json(self, path: Path) -> ReadReport:
-        report = ReadReport(str(path))
-        try:
-            data = json.loads(path.read_text(encoding="utf-8-sig"))
-        except json.JSONDecodeError as err:
-            raise DictionaryFormatError(f"{path}:{err.lineno}:{err.colno}: invalid JSON: {err.msg}") from None
-        if isinstance(data, dict):  # {ko: [en, ...]} or {ko: en}
-            for ko, value in data.items():
-                for en in _json_strings(value, f"{path}: key {ko!r}: field 'english'"):
-                    self.add_raw(ko, en, path.name, report)
-        elif isinstance(data, list):  # [{korean, english}, ...]
-            for i, item in enumerate(data):
-                self._add_record(item, f"{path}: record {i}", path.name, report)
-        else:
-            raise DictionaryFormatError(
-                f"{path}: expected an object {{ko: [en, ...]}} or a list of {{korean, english}} records, "
-                f"got {type(data).__name__}"
-            )
-        return report
-
-    def _add_jsonl(self, path: Path) -> ReadReport:
-        report = ReadReport(str(path))
-        with path.open(encoding="utf-8-sig") as fh:
-            for lineno, line in enumerate(fh, 1):
-                if not line.strip():
-                    continue
-                try:
-                    item = json.loads(line)
-                except json.JSONDecodeError as err:
-                    raise DictionaryFormatError(f"{path}:{lineno}: invalid JSON: {err.msg}") from None
-                self._add_record(item, f"{path}:{lineno}", path.name, report)
-        return report
-
-    def _add_record(self, item: Any, where: str, source: str, report: ReadReport) -> None:
-        if not isinstance(item, dict):
-            raise DictionaryFormatError(f"{where}: expected an object with 'korean' and 'english' fields")
-        ko = _first_field(item, ("korean", "ko", "kor"), where, "korean")
-        if not isinstance(ko, str):
-            raise DictionaryFormatError(f"{where}: field 'korean' must be a string, got {type(ko).__name__}")
-        value = _first_field(item, ("english", "en", "eng", "synonyms"), where, "english")
-        for en in _json_strings(value, f"{where}: field 'english'"):
-            self.add_raw(ko, en, source, report)
 
     # --- queries -------------------------------------------------------------------------------------------
     def lookup_ko(self, term: str) -> list[str]:
@@ -472,55 +402,6 @@ class BilingualDictionary:
         except json.JSONDecodeError as err:
             raise DictionaryFormatError(f"{path}:{err.lineno}:{err.colno}: invalid JSON: {err.msg}") from None
         return cls.from_state(state, str(path))
-
-
-# Kengdic's "level" column (A = most basic vocabulary ... D): homographs are ranked by it, so 의사 reads "doctor"
-# (A) before "intention" (C) and 성 "family name" (B) before "sex" (C).
-LEVEL_SCORES = {"A": 1.0, "B": 0.9, "C": 0.8, "D": 0.7}
-
-
-def _level_column(header_line: str) -> int | None:
-    header = [c.strip().lower() for c in header_line.split("\t")]
-    return header.index("level") if "level" in header else None
-
-
-_KO_HEADERS = ("korean", "ko", "kor", "한국어")
-_EN_HEADERS = ("english_gloss", "english", "en", "eng", "gloss")
-
-
-def _tsv_layout(path: Path, lines: Sequence[str]) -> tuple[int, int, int]:
-    """(korean column, english column, first data line index) from the header or, without one, the content."""
-    first_line = next((i for i, line in enumerate(lines) if line.strip()), None)
-    if first_line is None:
-        return 0, 1, 0
-    header = [c.strip().lower() for c in lines[first_line].split("\t")]
-    ko_col = next((header.index(h) for h in _KO_HEADERS if h in header), None)
-    en_col = next((header.index(h) for h in _EN_HEADERS if h in header), None)
-    if ko_col is not None and en_col is not None:
-        return ko_col, en_col, first_line + 1
-    cols = lines[first_line].split("\t")
-    if len(cols) < 2:
-        raise DictionaryFormatError(
-            f"{path}:{first_line + 1}: expected a header with 'korean'/'ko' and 'english'/'en' columns or two "
-            f"tab-separated fields (korean, english); found {len(cols)} field"
-        )
-    # No header: whichever of the first two columns holds Hangul is Korean.
-    return (0, 1, first_line) if _HANGUL.search(cols[0]) else (1, 0, first_line)
-
-
-def _first_field(item: Mapping[str, Any], names: Sequence[str], where: str, label: str) -> Any:
-    for name in names:
-        if name in item:
-            return item[name]
-    raise DictionaryFormatError(f"{where}: missing field {label!r} (accepted names: {', '.join(names)})")
-
-
-def _json_strings(value: Any, where: str) -> list[str]:
-    if isinstance(value, str):
-        return [value]
-    if isinstance(value, list) and all(isinstance(v, str) for v in value):
-        return value
-    raise DictionaryFormatError(f"{where}: must be a string or a list of strings, got {value!r:.60}")
 
 
 def term_pairs(dictionary: BilingualDictionary) -> pa.Table:

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from raysparse.config import OpenSearchConfig
+from raysparse.fusion import DEFAULT_BM25_WEIGHT, fuse_min_max, fuse_rrf
 
 TermWeights = dict[str, float]
 #: texts -> one {token: weight} dict per text (what SparseEncoder.encode returns).
@@ -671,7 +672,7 @@ def neural_hybrid_query(bm25: Mapping[str, Any], sparse: Mapping[str, Any]) -> d
     return {"hybrid": {"queries": [dict(bm25), dict(sparse)]}}
 
 
-def hybrid_pipeline(bm25_weight: float = 0.3, technique: str = "min_max") -> dict[str, Any]:
+def hybrid_pipeline(bm25_weight: float = DEFAULT_BM25_WEIGHT, technique: str = "min_max") -> dict[str, Any]:
     """Search pipeline body for neural-search's normalization processor (same fusion as :func:`fuse_min_max`)."""
     return {
         "description": "raysparse hybrid: min-max normalised BM25 + sparse, weighted sum",
@@ -687,35 +688,6 @@ def hybrid_pipeline(bm25_weight: float = 0.3, technique: str = "min_max") -> dic
             }
         ],
     }
-
-
-def fuse_min_max(
-    bm25: Mapping[str, float], sparse: Mapping[str, float], bm25_weight: float = 0.3
-) -> dict[str, float]:
-    """Client-side hybrid: min-max normalise each hit list to [0, 1], then weighted sum (missing hit = 0).
-
-    A list whose scores are all equal normalises to 1.0 (it still ranks its hits above non-hits).
-    """
-
-    def norm(scores: Mapping[str, float]) -> dict[str, float]:
-        if not scores:
-            return {}
-        lo, hi = min(scores.values()), max(scores.values())
-        span = hi - lo
-        return {d: (s - lo) / span if span > 0 else 1.0 for d, s in scores.items()}
-
-    a, b = norm(bm25), norm(sparse)
-    return {d: bm25_weight * a.get(d, 0.0) + (1.0 - bm25_weight) * b.get(d, 0.0) for d in set(a) | set(b)}
-
-
-def fuse_rrf(runs: Sequence[Mapping[str, float]], k: int = 60) -> dict[str, float]:
-    """Reciprocal rank fusion: sum over lists of 1 / (k + rank), rank 1-based, ties broken by doc id."""
-    fused: dict[str, float] = {}
-    for scores in runs:
-        ranked = sorted(scores.items(), key=lambda kv: (-kv[1], kv[0]))
-        for rank, (doc_id, _) in enumerate(ranked, start=1):
-            fused[doc_id] = fused.get(doc_id, 0.0) + 1.0 / (k + rank)
-    return fused
 
 
 @dataclass
@@ -753,7 +725,7 @@ def search_run(
     mode: str = "sparse",
     size: int = 100,
     bm25_analyzer: str | None = "bigram",
-    bm25_weight: float = 0.3,
+    bm25_weight: float = DEFAULT_BM25_WEIGHT,
     fusion: str = "min_max",
     neural: bool = False,
     prune_ratio: float = 0.0,
@@ -819,7 +791,7 @@ def search(
     mode: str = "sparse",
     size: int = 10,
     bm25_analyzer: str | None = "bigram",
-    bm25_weight: float = 0.3,
+    bm25_weight: float = DEFAULT_BM25_WEIGHT,
 ) -> list[Hit]:
     """One query -> hits with title/text and, for sparse/hybrid, the matched terms (query weight, doc weight)."""
     run = search_run(
@@ -861,9 +833,9 @@ def opensearch_run(
 ):
     """Evaluate ``data`` (RetrievalData: queries + qrels) against an existing index from OpenSearch's own results.
 
-    Returns ``(run, metrics)`` where ``metrics`` is :func:`raysparse.evaluate.compute_metrics`'s result.
+    Returns ``(run, metrics)`` where ``metrics`` is :func:`raysparse.evaluation.compute_metrics`'s result.
     """
-    from raysparse.evaluate import compute_metrics, qrels_from_table
+    from raysparse.evaluation import compute_metrics, qrels_from_table
 
     client = make_client(os_cfg, url=url)
     queries = dict(

@@ -177,7 +177,7 @@ def run_pipeline(cfg: RaySparseConfig, force: bool = False) -> PipelineResult:
     from raysparse.augment import BilingualDictionary, augment_triples_file, sentence_pairs_table
     from raysparse.backbone import build_encoder, build_local_backbone
     from raysparse.data import load_source, sample_bilingual
-    from raysparse.evaluate import evaluate_bm25, evaluate_model, write_metrics
+    from raysparse.evaluation import evaluate_bm25, evaluate_model, write_metrics
     from raysparse.mining import mine
     from raysparse.train import run_training
 

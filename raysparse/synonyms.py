@@ -636,7 +636,7 @@ def run_loop(
     Pipeline stages and the discovery are cached by content hash, so re-running resumes.
     """
     from raysparse.data import read_beir
-    from raysparse.evaluate import evaluate_model, write_metrics
+    from raysparse.evaluation import evaluate_model, write_metrics
     from raysparse.pipeline import file_digest, run_pipeline, run_stage
 
     out = Path(out_dir).resolve()

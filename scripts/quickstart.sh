@@ -5,4 +5,4 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install.sh
 export DS_ACCELERATOR=${DS_ACCELERATOR:-cpu} RAY_AUTH_MODE=${RAY_AUTH_MODE:-disabled}
-exec python3 jobs/train.py "$@"
+exec python3 jobs/pipeline.py "$@"

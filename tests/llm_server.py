@@ -20,6 +20,12 @@ numbered lines with a preamble, bullets) depends on the document.
 ``latency`` makes every generation take that long; ``max_in_flight`` records the most requests served at once
 (how the tests check that ``generate.concurrency`` bounds the requests in flight).
 
+Connections are kept alive between requests (HTTP/1.1 persistent connections, as Ollama and vLLM do; a fault that
+cuts a reply short closes its connection) and ``connections`` counts the TCP connections accepted, so the tests can
+check that a client reuses them (``keep_alive=False`` answers every request with ``Connection: close``). The server
+also answers as an HTTP forward proxy would: a request whose target is an absolute URL (``POST http://host/api/chat``,
+what a client configured with ``HTTP_PROXY`` sends) is served as that URL's path and recorded in ``proxied``.
+
 Faults (``add_fault``), each for the next ``times`` matching requests (``None`` = always), optionally only for prompts
 containing ``match``: ``429`` (with ``Retry-After``), ``500``, ``delay`` (sleep past the client's read timeout),
 ``malformed`` (a body / stream line that is not JSON), ``truncate`` (the connection closes mid-body / before the end
@@ -37,6 +43,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+from urllib.parse import urlsplit
 
 GENERIC_QUERY = "이 문서의 주요 내용은 무엇인가요?"
 ENGLISH_QUERY = "What is this document about?"
@@ -92,8 +99,17 @@ class Fault:
 class LLMServer:
     """Start with ``with LLMServer() as server:``; ``server.url`` is the root (``http://127.0.0.1:PORT``)."""
 
-    def __init__(self, model: str = "test-ko-llm", api_key: str | None = None, latency: float = 0.0) -> None:
+    def __init__(
+        self,
+        model: str = "test-ko-llm",
+        api_key: str | None = None,
+        latency: float = 0.0,
+        keep_alive: bool = True,
+    ) -> None:
         self.model = model
+        self.keep_alive = keep_alive
+        self.connections = 0  # TCP connections accepted
+        self.proxied: list[str] = []  # absolute-URL request targets (requests that came through as a proxy)
         self.api_key = api_key
         self.latency = latency  # seconds each generation takes (a model's time to answer)
         self.in_flight = 0
@@ -168,26 +184,44 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:  # keep pytest output clean
         pass
 
+    def setup(self) -> None:
+        super().setup()
+        with self.owner._lock:
+            self.owner.connections += 1
+
+    def parse_request(self) -> bool:
+        ok = super().parse_request()
+        if ok and self.path.startswith(("http://", "https://")):  # absolute-form target: we are the proxy
+            with self.owner._lock:
+                self.owner.proxied.append(self.path)
+            parts = urlsplit(self.path)
+            self.path = parts.path + (f"?{parts.query}" if parts.query else "")
+        return ok
+
+    def _connection_header(self, close: bool = False) -> None:
+        """``Connection: close`` (and close after this reply) unless the connection is kept alive."""
+        if close or self.close_connection or not self.owner.keep_alive:
+            self.send_header("Connection", "close")
+            self.close_connection = True
+
     # -- plumbing ------------------------------------------------------------------------------------------------
     def _send_json(self, status: int, obj: Any, headers: dict[str, str] | None = None) -> None:
         body = json.dumps(obj, ensure_ascii=False).encode("utf-8")
         self.send_response(status)
         self.send_header("Content-Type", "application/json; charset=utf-8")
         self.send_header("Content-Length", str(len(body)))
-        self.send_header("Connection", "close")
         for k, v in (headers or {}).items():
             self.send_header(k, v)
+        self._connection_header()
         self.end_headers()
         self.wfile.write(body)
-        self.close_connection = True
 
-    def _start_chunked(self, content_type: str) -> None:
+    def _start_chunked(self, content_type: str, close: bool = False) -> None:
         self.send_response(200)
         self.send_header("Content-Type", content_type)
         self.send_header("Transfer-Encoding", "chunked")
-        self.send_header("Connection", "close")
+        self._connection_header(close)
         self.end_headers()
-        self.close_connection = True
 
     def _chunk(self, data: str) -> None:
         raw = data.encode("utf-8")
@@ -259,6 +293,7 @@ class _Handler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         openai = self.path.startswith("/v1/")
         if self.path not in ("/api/generate", "/api/chat", "/v1/chat/completions"):
+            self.close_connection = True  # the body was not read: the connection cannot carry another request
             self._send_json(404, {"error": f"no route {self.path}"})
             return
         length = int(self.headers.get("Content-Length") or 0)
@@ -370,18 +405,17 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_response(200)
         self.send_header("Content-Type", "application/json; charset=utf-8")
         self.send_header("Content-Length", str(len(body) + (50 if fault == "truncate" else 0)))
-        self.send_header("Connection", "close")
+        self._connection_header(close=fault == "truncate")  # a cut-short body ends its connection
         self.end_headers()
         self.wfile.write(body[: len(body) // 2] if fault == "truncate" else body)
         self.wfile.flush()
-        self.close_connection = True
 
     def _stream(self, content: str, openai: bool, fault: str | None) -> None:
         pieces = [content[i : i + 7] for i in range(0, len(content), 7)] or [""]
         model = self.owner.model
         created = int(time.time())
         if openai:
-            self._start_chunked("text/event-stream")
+            self._start_chunked("text/event-stream", close=fault == "truncate")
 
             def chunk(delta: dict[str, Any], finish: str | None) -> str:
                 obj = {

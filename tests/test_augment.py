@@ -14,7 +14,6 @@ from raysparse.augment import (
     VARIANT_MARK,
     AugmentReport,
     BilingualDictionary,
-    DictionaryFormatError,
     augment_triples,
     augment_triples_file,
     code_switch_batch,
@@ -185,7 +184,7 @@ def test_shipped_sample_glossary_through_data_package(kiwi):
 @pytest.mark.parametrize(
     ("name", "content", "expected"),
     [
-        ("short.tsv", "korean\tenglish\n검색\tsearch\n모델\n", ["short.tsv:3", "'english'"]),
+        ("short.tsv", "korean\tenglish\n검색\tsearch\n모델\n", ["short.tsv line 3", "field en is missing"]),
         (
             "rec.json",
             json.dumps([{"korean": "검색", "english": "search"}, {"korean": "모델"}]),
@@ -193,20 +192,48 @@ def test_shipped_sample_glossary_through_data_package(kiwi):
         ),
         ("rec2.json", json.dumps([{"korean": 3, "english": "x"}]), ["record 0", "'korean'"]),
         ("map.json", json.dumps({"검색": ["search", 7]}, ensure_ascii=False), ["'검색'", "'english'"]),
-        ("broken.json", '{"검색": ["search",\n  "model"\n', ["broken.json:3"]),
-        ("lines.jsonl", '{"ko": "검색", "en": "search"}\n{"ko": "모델"}\n', ["lines.jsonl:2", "'english'"]),
-        ("one_col.tsv", "검색 search\n", ["one_col.tsv:1", "two"]),
+        ("broken.json", '{"검색": ["search",\n  "model"\n', ["broken.json", "line 3"]),
+        (
+            "lines.jsonl",
+            '{"ko": "검색", "en": "search"}\n{"ko": "모델"}\n',
+            ["lines.jsonl line 2", "'english'"],
+        ),
+        ("one_col.tsv", "검색 search\n", ["one_col.tsv line 1", "2 tab-separated fields"]),
     ],
 )
 def test_bad_dictionary_file_names_file_record_field(
     tmp_path: Path, name: str, content: str, expected: list[str]
 ):
+    """Dictionary files are read by raysparse.data's one term-file reader: its errors name file, record and field."""
     path = tmp_path / name
     path.write_text(content, encoding="utf-8")
-    with pytest.raises(DictionaryFormatError) as err:
+    with pytest.raises(DataFormatError) as err:
         BilingualDictionary.from_sources([path])
     for part in expected:
         assert part in str(err.value)
+
+
+def test_dictionary_reads_term_files_through_the_data_reader(tmp_path: Path):
+    """Kengdic-style TSV (level column -> score), a headerless en<TAB>ko TSV and JSONL: every record counted once."""
+    (tmp_path / "k.tsv").write_text(
+        "wordid\tkorean\tenglish_gloss\tlevel\n1\t의사\tintention\tD\n2\t의사\tdoctor\tA\n3\t영어\tEnglish\tA\n"
+        "4\tnope\tnope\tA\n",
+        encoding="utf-8",
+    )
+    (tmp_path / "swapped.tsv").write_text("search\t검색\nmodel\t모델\n", encoding="utf-8")
+    (tmp_path / "s.jsonl").write_text(
+        '{"korean": "학교", "english": ["school"], "score": 0.4}\n', encoding="utf-8"
+    )
+    d = BilingualDictionary.from_sources([tmp_path / "k.tsv", tmp_path / "swapped.tsv", tmp_path / "s.jsonl"])
+    assert d.lookup_ko("의사") == ["doctor", "intention"]  # level A outranks level D
+    assert (
+        d.lookup_ko("검색") == ["search"]
+        and d.lookup_en("model") == ["모델"]
+        and d.lookup_ko("학교") == ["school"]
+    )
+    k, swapped, jsonl = d.reports
+    assert (k.read, k.skipped) == (3, {"ko side has no Hangul": 1})
+    assert (swapped.read, jsonl.read) == (2, 1)
 
 
 def test_missing_dictionary_file(tmp_path: Path):
@@ -469,7 +496,7 @@ def test_cli_triples_and_queries(tmp_path: Path, shared_data: Path, capsys):
     bad = tmp_path / "bad.tsv"
     bad.write_text("ko\ten\n검색\n", encoding="utf-8")
     assert main(["augment", "--queries", str(queries), "--dictionary", str(bad)]) == 2
-    assert "bad.tsv:2" in capsys.readouterr().err
+    assert "bad.tsv line 2" in capsys.readouterr().err
 
 
 def test_msmarco_coverage_with_shared_glossaries(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from raysparse.cli import backbone_from_args, build_parser, main
@@ -33,6 +35,34 @@ def test_every_stage_is_a_subcommand_with_help(capsys):
             main([command, "--help"])
         assert exit_info.value.code == 0
         assert "usage: raysparse " + command in capsys.readouterr().out
+
+
+def test_one_job_per_verb_and_each_job_runs_its_own_verb():
+    """jobs/X.py is the `raysparse X` verb (jobs/pipeline.py is `run`): none missing, none running another verb."""
+    import ast
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO_ROOT
+
+    def verb_of(job: Path) -> list[str]:
+        call = next(
+            n
+            for n in ast.walk(ast.parse(job.read_text(encoding="utf-8")))
+            if isinstance(n, ast.Call) and getattr(n.func, "id", None) == "main"
+        )
+        return [e.value for e in call.args[0].elts if isinstance(e, ast.Constant)]
+
+    jobs = {p.stem: verb_of(p) for p in (REPO_ROOT / "jobs").glob("*.py") if not p.stem.startswith("_")}
+    subcommands = next(a for a in build_parser()._actions if a.dest == "command").choices
+    expected = {("pipeline" if verb == "run" else verb.replace("-", "_")): [verb] for verb in subcommands}
+    expected["synonym_loop"] = ["synonyms", "loop"]
+    assert jobs == expected
+    # jobs/train.py trains (the `train` verb's options), it is not a second copy of the pipeline
+    out = subprocess.run(
+        [sys.executable, "jobs/train.py", "--help"], capture_output=True, text=True, cwd=REPO_ROOT, check=True
+    ).stdout
+    assert "usage: raysparse train" in out and "--triples" in out
 
 
 def test_no_command_prints_help(capsys):

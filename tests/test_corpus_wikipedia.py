@@ -166,6 +166,35 @@ def test_cleaner_keeps_prose_and_drops_markup():
     assert clean_wikitext("첫째<br />둘째 {{미분류|x}}[[셋째]]") == [("", ["첫째 둘째 셋째"])]
 
 
+@pytest.mark.parametrize(
+    ("wikitext", "expected"),
+    [
+        # date templates carry prose: a birth/death date is kept as a Korean date (the regex cleaner dropped it)
+        (
+            "'''홍길동'''({{출생일|1950|1|2}} ~ {{사망일과 나이|2001|12|3|1950|1|2}})은 작가이다.",
+            "홍길동(1950년 1월 2일 ~ 2001년 12월 3일)은 작가이다.",
+        ),
+        ("그는 {{Birth date and age|1988|7|30|df=y}}에 태어났다.", "그는 1988년 7월 30일에 태어났다."),
+        # `|` of a template inside a link label (the regex cleaner split the label at the template's pipe)
+        ("[[작가|{{lang|en|writer}} 겸 화가]]로 일했다.", "writer 겸 화가로 일했다."),
+        # nested templates: prose inside prose templates is kept, an infobox goes with everything inside it
+        ("{{lang|en|{{nowrap|New York}}}} 출신이다.", "New York 출신이다."),
+        (
+            "{{정보상자 인물|이름={{lang|en|X}}|출생={{출생일|1950|1|1}}|직업=[[판사|법관]]}}본문이다.",
+            "본문이다.",
+        ),
+        # a link inside a template argument, and an interlanguage-link template keeps its Korean label
+        (
+            "{{llang|en|[[Seoul|서울 특별시]]}}와 {{ill|조선 왕조|en|Joseon}}를 다룬다.",
+            "서울 특별시와 조선 왕조를 다룬다.",
+        ),
+        ("길이는 {{convert|5|km}}이고 {{#if:x|숨김}}끝.", "길이는 5 km이고 끝."),
+    ],
+)
+def test_cleaner_keeps_prose_that_templates_carry(wikitext, expected):
+    assert clean_wikitext(wikitext) == [("", [expected])]
+
+
 def test_split_passages_respects_max_chars_and_sentences(dump):
     paragraphs = [p for page in dump["pages"] for p in page["paragraphs"]]
     passages = split_passages(paragraphs, 300)

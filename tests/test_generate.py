@@ -155,6 +155,50 @@ def test_retries_with_backoff_then_succeed(server, api, fault, stream):
         assert all(0.0 <= d <= 0.05 for d in delays)
 
 
+@pytest.mark.parametrize("stream", [False, True], ids=["whole", "stream"])
+@pytest.mark.parametrize("api", ["ollama", "openai"])
+def test_clients_reuse_one_connection(api, stream):
+    """Keep-alive: five completions and a model listing over one TCP connection; a reply cut short costs one more."""
+    cls = OllamaClient if api == "ollama" else OpenAIChatClient
+    with (
+        LLMServer(model=MODEL) as server,
+        cls(server.url, MODEL, stream=stream, sleep=lambda s: None) as client,
+    ):
+        for i in range(5):
+            assert client.complete(_prompt(PASSAGE), doc_id=f"d{i}").text == reply_for(PASSAGE)
+        assert client.list_models() == [MODEL]
+        assert server.connections == 1 and len(server.served()) == 5
+        server.add_fault("truncate", times=1)
+        assert client.complete(_prompt(PASSAGE), doc_id="d5").attempts == 2
+        # a body cut short closes its connection; Ollama's truncated stream ends cleanly (a complete chunked body
+        # without its "done" line), so that connection stays usable
+        assert server.connections == (1 if api == "ollama" and stream else 2)
+    # a server that closes every connection shows what the count measures: one connection per request
+    with LLMServer(model=MODEL, keep_alive=False) as server, cls(server.url, MODEL, stream=stream) as client:
+        for i in range(3):
+            client.complete(_prompt(PASSAGE), doc_id=f"d{i}")
+        assert server.connections == 3
+
+
+def test_clients_take_proxies_from_the_environment(server, monkeypatch):
+    """HTTP_PROXY is honoured (the request reaches the proxy with the absolute URL) and NO_PROXY bypasses it."""
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.lower(), raising=False)
+    target = "http://127.0.0.1:9"  # nothing listens there: only a proxy can answer
+    monkeypatch.setenv("HTTP_PROXY", server.url)
+    with OllamaClient(target, MODEL, max_retries=0) as client:
+        assert client.complete(_prompt(PASSAGE), doc_id="d1").text == reply_for(PASSAGE)
+    assert server.proxied == [f"{target}/api/chat"]
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+    with (
+        OllamaClient(target, MODEL, max_retries=0) as client,
+        pytest.raises(LLMRequestError, match="connection"),
+    ):
+        client.complete(_prompt(PASSAGE), doc_id="d2")
+    assert len(server.proxied) == 1
+
+
 def test_backoff_and_retry_after_parsing():
     import random
 
@@ -333,7 +377,7 @@ def test_concurrency_bounds_requests_in_flight(klue, tmp_path):
     # every reply takes 0.4 s, like a model: long enough for the threads to overlap even on a loaded machine
     with LLMServer(model=MODEL, latency=0.4) as slow_server:
         for concurrency in (1, 3):
-            slow_server.max_in_flight = 0
+            slow_server.max_in_flight = slow_server.connections = 0
             cfg = _cfg(slow_server, concurrency=concurrency, batch_size=1, round_trip="none")
             report = generate_queries(data, cfg, tmp_path / str(concurrency), ray=False, show_progress=False)
             assert report.docs_with_reply == 6
@@ -341,6 +385,8 @@ def test_concurrency_bounds_requests_in_flight(klue, tmp_path):
                 assert slow_server.max_in_flight == 1
             else:
                 assert 1 < slow_server.max_in_flight <= concurrency
+            # the threads share one client whose pool keeps at most `concurrency` connections alive
+            assert 1 <= slow_server.connections <= concurrency
 
 
 def _ok_ids(raw: pa.Table) -> list[str]:

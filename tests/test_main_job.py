@@ -1,4 +1,4 @@
-"""The README's main job end to end: `python jobs/train.py` on the shipped sample (few steps), then a cached re-run."""
+"""The README's main job end to end: `python jobs/pipeline.py` (what scripts/quickstart.sh runs) on the shipped sample (few steps), then a cached re-run."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ def _run_job(out, *extra: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "RAY_AUTH_MODE": "disabled", "DS_ACCELERATOR": "cpu"}
     cmd = [
         sys.executable,
-        str(REPO_ROOT / "jobs" / "train.py"),
+        str(REPO_ROOT / "jobs" / "pipeline.py"),
         "--out",
         str(out),
         "--set",

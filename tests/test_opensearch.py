@@ -13,6 +13,7 @@ import uuid
 import pytest
 
 from raysparse.analyzers import bigram_analyzer
+from raysparse.fusion import fuse_min_max, fuse_rrf
 from raysparse.opensearch import (
     BM25_FIELD,
     DOT_REPLACEMENT,
@@ -23,8 +24,6 @@ from raysparse.opensearch import (
     create_index,
     document_body,
     dot_product,
-    fuse_min_max,
-    fuse_rrf,
     index_corpus,
     index_documents,
     index_mapping,

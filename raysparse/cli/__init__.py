@@ -21,7 +21,7 @@ DESCRIPTION = """\
 raysparse trains Korean-English neural sparse (SPLADE-style) retrieval encoders on Ray and ships them into OpenSearch.
 
 Pipeline, one subcommand per stage:
-  run        the main job: all stages below in order, resumable (jobs/train.py, jobs/pipeline.py)
+  run        the main job: all stages below in order, resumable (jobs/pipeline.py)
   corpus     build corpora: Wikipedia dumps -> cached passages Parquet; dated corpora -> time splits
   generate-queries
              synthetic Korean queries (doc2query) from your LLM server (Ollama / OpenAI-compatible) on Ray Data

@@ -8,6 +8,7 @@ import sys
 
 from raysparse.cli import add_config_args, config_from_args
 from raysparse.config import ConfigError
+from raysparse.fusion import DEFAULT_BM25_WEIGHT
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -27,7 +28,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--lexical", action="store_true", help="model-free lexical query weights instead")
     parser.add_argument("--mode", choices=["sparse", "bm25", "hybrid"], default="sparse")
     parser.add_argument("--bm25-analyzer", choices=["bigram", "kiwi"], default="bigram")
-    parser.add_argument("--bm25-weight", type=float, default=0.3, help="hybrid: weight of the BM25 list")
+    parser.add_argument(
+        "--bm25-weight",
+        type=float,
+        default=DEFAULT_BM25_WEIGHT,
+        help="hybrid: weight of the min-max normalised BM25 list (the sparse list gets 1 - it; default %(default)s)",
+    )
     parser.add_argument("-k", "--size", type=int, default=10, help="hits to show")
     parser.add_argument("--terms", type=int, default=8, help="matched terms to show per hit")
     parser.add_argument("--json", action="store_true", help="print hits as JSON lines")

@@ -1,27 +1,91 @@
-"""A MediaWiki wikitext cleaner and passage splitter, written here (no wikitext parser dependency).
+"""MediaWiki wikitext -> prose, through ``mwparserfromhell``'s parse tree, and the passage splitter.
 
-The cleaner keeps prose and drops what is not prose: templates (nested), tables, file/category/interlanguage links,
-references, comments, HTML tags, magic words and whole navigation sections (see ``corpus.drop_sections``). Links
-keep their label, bold/italic quotes go, and headings become section boundaries: :func:`clean_wikitext` returns
-``[(heading, [paragraph, ...]), ...]`` and :func:`split_passages` packs the paragraphs of one section into passages
-of at most ``max_chars`` characters, splitting long paragraphs at sentence boundaries.
+The parser gives templates, links, tags, tables, comments and headings as nodes (nested templates, ``|`` inside links
+and template arguments, unbalanced markup handled by a maintained tokenizer); :func:`strip_markup` walks that tree
+and keeps prose:
 
-It is a pragmatic cleaner, not a full parser: templates that carry prose are kept only for the few inline ones in
-:data:`INLINE_TEMPLATES` (``{{lang|en|Apple}}`` -> ``Apple``); every other template is removed with its content.
+- text, HTML entities (decoded), bold/italic contents, contents of inline HTML tags (``<span>``, ``<small>``, ...);
+- internal links as their label (``[[수도 (도시)|수도]]`` -> ``수도``; file, category, special and interlanguage links
+  go), external links as their label (bare URLs go);
+- templates that carry prose: language/inline templates (:data:`INLINE_TEMPLATES`, ``lang-xx``: last positional
+  argument), date templates (:data:`DATE_TEMPLATES`: ``{{출생일|1950|1|1}}`` / ``{{birth date and age|1950|1|1}}``
+  -> ``1950년 1월 1일``; no age, which depends on the day the dump is read), interlanguage-link templates
+  (:data:`FIRST_ARG_TEMPLATES`: their first argument) and ``{{convert|5|km}}`` -> ``5 km``; every other template
+  (infoboxes, navigation boxes, citations, parser functions) is dropped with its arguments;
+- dropped: references, comments, tables, galleries, math and the other non-prose tags, behaviour switches
+  (``__TOC__``).
+
+Headings become section boundaries: :func:`clean_wikitext` returns ``[(heading, [paragraph, ...]), ...]`` and
+:func:`split_passages` packs the paragraphs of one section into passages of at most ``max_chars`` characters,
+splitting long paragraphs at sentence boundaries.
 """
 
 from __future__ import annotations
 
-import html
 import re
 from collections.abc import Iterable
 
+import mwparserfromhell
+from mwparserfromhell.nodes import (
+    Argument,
+    Comment,
+    ExternalLink,
+    Heading,
+    HTMLEntity,
+    Node,
+    Tag,
+    Template,
+    Text,
+    Wikilink,
+)
+from mwparserfromhell.wikicode import Wikicode
+
 #: Bump when the cleaner's output changes: the Wikipedia cache key includes it, so old caches are not reused.
-CLEANER_VERSION = "2"
+CLEANER_VERSION = "3"
 
 # Inline templates whose last positional argument is prose (language tags, no-wrap spans).
-INLINE_TEMPLATES = {"lang", "llang", "nowrap", "nobr", "small", "big", "ruby", "언어", "괄호"}
+INLINE_TEMPLATES = {
+    "lang",
+    "llang",
+    "nowrap",
+    "nobr",
+    "small",
+    "big",
+    "ruby",
+    "언어",
+    "괄호",
+    "작은글씨",
+    "큰글씨",
+}
 _LANG_TEMPLATE = re.compile(r"^lang-[a-z]{2,3}$")
+# Date templates (Korean and English names as used on Korean Wikipedia): year|month|day -> "YYYY년 M월 D일".
+DATE_TEMPLATES = {
+    "출생일",
+    "사망일",
+    "출생일과 나이",
+    "사망일과 나이",
+    "birth date",
+    "death date",
+    "birth date and age",
+    "death date and age",
+    "birth-date",
+    "death-date",
+    "start date",
+    "end date",
+    "start date and age",
+    "날짜",
+}
+# Templates whose first positional argument is the prose (interlanguage links, romanisation helpers).
+FIRST_ARG_TEMPLATES = {
+    "ill",
+    "illm",
+    "interlanguage link",
+    "interlanguage link multi",
+    "nihongo",
+    "llink",
+    "링크",
+}
+_CONVERT_TEMPLATES = {"convert", "cvt", "변환"}
 
 # Link prefixes that are not prose links (media, categories; English and Korean names).
 _DROP_LINK_PREFIXES = {
@@ -37,85 +101,121 @@ _DROP_LINK_PREFIXES = {
     "특수",
 }
 _INTERLANGUAGE = re.compile(r"^:?[a-z]{2,3}(?:-[a-z]{2,8})?:")
-
-_COMMENT = re.compile(r"<!--.*?(?:-->|$)", re.S)
-_REF_SELF = re.compile(r"<ref\b[^>]*/>", re.I)
-_REF = re.compile(r"<ref\b[^>]*>.*?</ref\s*>", re.I | re.S)
-# Tags whose content is not prose (markup languages of their own, galleries, reference lists).
-_DROP_BLOCKS = re.compile(
-    r"<(gallery|timeline|math|chem|syntaxhighlight|source|score|graph|mapframe|templatedata|references|imagemap|"
-    r"hiero|inputbox|categorytree)\b[^>]*>.*?</\1\s*>",
-    re.I | re.S,
-)
-_DROP_SELF_TAGS = re.compile(r"<(references|gallery|math)\b[^>]*/>", re.I)
-_NOWIKI = re.compile(r"<nowiki\s*/?>|</nowiki\s*>", re.I)
-_TEMPLATE = re.compile(r"\{\{(?:(?!\{\{|\}\}).)*\}\}", re.S)  # innermost template
-_TABLE = re.compile(r"\{\|(?:(?!\{\|).)*?\n\s*\|\}", re.S)  # innermost table (no table inside)
-_LINK = re.compile(r"\[\[([^\[\]]*)\]\]")  # innermost internal link
-_EXTERNAL = re.compile(r"\[(?:https?:|ftp:)?//[^\s\]]+(?:\s+([^\]]*))?\]", re.I)
-_BARE_URL = re.compile(r"https?://\S+")
-_QUOTES = re.compile(r"'{2,5}")
-_BR = re.compile(r"<br\s*/?>", re.I)
-_TAG = re.compile(r"</?[A-Za-z][A-Za-z0-9]*(?:\s[^<>]*)?/?>")
+# Tags whose content is not prose (markup languages of their own, galleries, references, tables).
+_DROP_TAGS = {
+    "ref",
+    "references",
+    "gallery",
+    "timeline",
+    "math",
+    "chem",
+    "syntaxhighlight",
+    "source",
+    "score",
+    "graph",
+    "mapframe",
+    "templatedata",
+    "imagemap",
+    "hiero",
+    "inputbox",
+    "categorytree",
+    "table",
+    "hr",
+    "noinclude",
+    "templatestyles",
+}
+_LIST_MARKUP = {"li", "dt", "dd"}  # "*", "#", ";", ":" at a line start
 _MAGIC = re.compile(r"__[A-Z]+__")
+_QUOTES = re.compile(r"'{2,5}")  # unbalanced bold/italic quotes the parser left as text
 _HEADING = re.compile(r"^(={1,6})\s*(.*?)\s*\1\s*$")
 _SPACES = re.compile(r"[ \t\u00a0\u3000]+")
 # Sentence ends: ., !, ?, 。 followed by space (Korean declaratives end in "다." so "." covers them).
 _SENTENCE_END = re.compile(r"(?<=[.!?。])\s+")
 
 
-def _replace_until_stable(pattern: re.Pattern[str], repl, text: str, limit: int = 50) -> str:
-    """Apply ``pattern`` innermost-first until nothing changes (nesting depth is bounded by ``limit``)."""
-    for _ in range(limit):
-        new = pattern.sub(repl, text)
-        if new == text:
-            return new
-        text = new
-    return text
+def _name(template: Template) -> str:
+    return str(template.name).strip().lower().replace("_", " ")
 
 
-def _template(match: re.Match[str]) -> str:
-    body = match.group(0)[2:-2]
-    parts = [p.strip() for p in body.split("|")]
-    name = parts[0].lower().replace("_", " ").strip()
-    positional = [p for p in parts[1:] if "=" not in p]
+def _positional(template: Template) -> list[Wikicode]:
+    return [p.value for p in template.params if not p.showkey]
+
+
+def _date(args: list[str]) -> str:
+    """``[year, month, day]`` (any prefix of it, ``df=``-style named arguments already removed) -> Korean date."""
+    parts = [a.strip() for a in args[:3] if a.strip()]
+    if not parts or not parts[0].lstrip("-").isdigit():
+        return " ".join(parts)
+    units = ("년", "월", "일")
+    return " ".join(f"{int(p)}{unit}" if p.isdigit() else p for p, unit in zip(parts, units, strict=False))
+
+
+def _template(template: Template) -> str:
+    name = _name(template)
+    positional = _positional(template)
     if (name in INLINE_TEMPLATES or _LANG_TEMPLATE.match(name)) and positional:
-        return positional[-1]
+        return _render(positional[-1])
+    if name in DATE_TEMPLATES:
+        return _date([_render(v) for v in positional])
+    if name in FIRST_ARG_TEMPLATES and positional:
+        return _render(positional[0])
+    if name in _CONVERT_TEMPLATES and len(positional) >= 2:
+        return f"{_render(positional[0]).strip()} {_render(positional[1]).strip()}"
     return ""
 
 
-def _link(match: re.Match[str]) -> str:
-    inner = match.group(1)
-    target, _, label = inner.partition("|")
-    target = target.strip()
+def _link(link: Wikilink) -> str:
+    target = str(link.title).strip()
     prefix = target.lstrip(":").split(":", 1)[0].strip().lower() if ":" in target else ""
     if prefix in _DROP_LINK_PREFIXES or _INTERLANGUAGE.match(target):
         return ""
-    if label:
-        # [[a|b|c]] (rare outside files): the last part is the label.
-        return label.rsplit("|", 1)[-1].strip()
+    if link.text is not None:
+        return _render(link.text).strip()
     return target.lstrip(":").split("#", 1)[0] or target.split("#", 1)[-1]
+
+
+def _tag(tag: Tag) -> str:
+    name = str(tag.tag).strip().lower()
+    if name in _DROP_TAGS:
+        return ""
+    if name == "br":
+        return " "  # a line break separates words: dropping it would glue them together
+    if name in _LIST_MARKUP and tag.wiki_markup:
+        return tag.wiki_markup  # the line still starts with its list marker (a paragraph of its own)
+    if tag.contents is None:
+        return ""
+    return _render(tag.contents)
+
+
+def _node(node: Node) -> str:
+    if isinstance(node, Text):
+        return node.value
+    if isinstance(node, Wikilink):
+        return _link(node)
+    if isinstance(node, Template):
+        return _template(node)
+    if isinstance(node, Tag):
+        return _tag(node)
+    if isinstance(node, HTMLEntity):
+        return node.normalize()
+    if isinstance(node, ExternalLink):
+        return _render(node.title) if node.brackets and node.title is not None else ""
+    if isinstance(node, Heading):
+        bar = "=" * node.level
+        return f"{bar} {_render(node.title).strip()} {bar}"
+    if isinstance(node, (Comment, Argument)):
+        return ""
+    return ""
+
+
+def _render(code: Wikicode) -> str:
+    return "".join(_node(node) for node in code.nodes)
 
 
 def strip_markup(text: str) -> str:
     """Wikitext -> plain text with line structure kept (headings and paragraph breaks still in place)."""
-    text = _COMMENT.sub("", text)
-    text = _REF_SELF.sub("", text)
-    text = _REF.sub("", text)
-    text = _DROP_BLOCKS.sub("", text)
-    text = _DROP_SELF_TAGS.sub("", text)
-    text = _NOWIKI.sub("", text)
-    # Links before templates: a template argument may hold a piped link, whose "|" would split the template.
-    text = _replace_until_stable(_LINK, _link, text)
-    text = _replace_until_stable(_TEMPLATE, _template, text)
-    text = _replace_until_stable(_TABLE, lambda m: "", text)
-    text = _EXTERNAL.sub(lambda m: m.group(1) or "", text)
-    text = _BARE_URL.sub("", text)
-    text = _QUOTES.sub("", text)
-    text = _BR.sub(" ", text)  # a line break separates words: dropping it would glue them together
-    text = _TAG.sub("", text)
-    text = _MAGIC.sub("", text)
-    return html.unescape(text)
+    plain = _render(mwparserfromhell.parse(text))
+    return _QUOTES.sub("", _MAGIC.sub("", plain))
 
 
 def clean_wikitext(text: str, drop_sections: Iterable[str] = ()) -> list[tuple[str, list[str]]]:

@@ -13,6 +13,7 @@ from raysparse.data.bilingual import (
     read_prototype_synonyms,
     read_synonym_json,
     read_tatoeba,
+    read_term_file,
 )
 from raysparse.data.common import detect_lang, normalize_text, stable_id
 from raysparse.data.errors import DataFormatError
@@ -65,6 +66,7 @@ __all__ = [
     "read_squad",
     "read_synonym_json",
     "read_tatoeba",
+    "read_term_file",
     "safe_load_pickle",
     "safe_loads",
     "sample_bilingual",

@@ -1,7 +1,9 @@
 """Korean<->English resources as tables: glossaries and synonym files -> TERM_PAIRS, parallel text -> SENTENCE_PAIRS.
 
 Korean is always the ``ko`` column whatever order a file uses; which column is which is read from the header when
-there is one (kengdic: ``korean``/``english_gloss``; python-docs: ``en``/``ko``), else assumed ``ko<TAB>en``.
+there is one (kengdic: ``korean``/``english_gloss``; python-docs: ``en``/``ko``), else from which of the first two
+columns holds Hangul. :func:`read_term_file` is the one glossary reader: the augmentation dictionary
+(``raysparse.augment.BilingualDictionary``), the dev sets and the sample all read term files through it.
 """
 
 from __future__ import annotations
@@ -17,8 +19,14 @@ from raysparse.data.common import get_field, iter_jsonl, load_json, log
 from raysparse.data.errors import DataFormatError
 from raysparse.schemas import SENTENCE_PAIRS, TERM_PAIRS, ReadReport
 
-_KO_NAMES = ("ko", "korean", "kor", "kr", "hangul")
+_KO_NAMES = ("ko", "korean", "kor", "kr", "hangul", "한국어")
 _EN_NAMES = ("en", "english", "eng", "english_gloss", "gloss")
+# Record keys accepted in JSON/JSONL term files.
+_KO_KEYS = ("korean", "ko", "kor")
+_EN_KEYS = ("english", "en", "eng", "synonyms")
+# Kengdic's "level" column (A = most basic vocabulary ... D) as the pair's score: homographs are ranked by it, so
+# 의사 reads "doctor" before "intention".
+LEVEL_SCORES = {"A": 1.0, "B": 0.9, "C": 0.8, "D": 0.7}
 
 
 class _PairCollector:
@@ -30,7 +38,7 @@ class _PairCollector:
         self.rows: list[dict[str, Any]] = []
         self._seen: set[tuple[str, str]] = set()
 
-    def add(self, ko: Any, en: Any, source: str | None = None) -> None:
+    def add(self, ko: Any, en: Any, source: str | None = None, score: float | None = None) -> None:
         ko, en = (str(ko).strip() if ko is not None else ""), (str(en).strip() if en is not None else "")
         if not ko or not en:
             self.report.skip("empty ko or en side")
@@ -39,7 +47,7 @@ class _PairCollector:
             self.report.skip("duplicate pair")
             return
         self._seen.add((ko, en))
-        self.rows.append({"ko": ko, "en": en, "source": source or self.source})
+        self.rows.append({"ko": ko, "en": en, "source": source or self.source, "score": score})
         self.report.read += 1
 
     def table(self, schema: pa.Schema) -> pa.Table:
@@ -47,12 +55,17 @@ class _PairCollector:
         return pa.Table.from_pylist(self.rows, schema=schema)
 
 
-def _tsv_rows(path: Path) -> Iterable[tuple[int, list[str]]]:
-    """(line number, fields) of the non-blank, non-comment lines of a UTF-8 (optionally BOM-marked) TSV."""
+def _tsv_rows(path: Path, report: ReadReport | None = None) -> Iterable[tuple[int, list[str]]]:
+    """(line number, fields) of the non-blank, non-comment lines of a UTF-8 (optionally BOM-marked) TSV; comment
+    lines are counted in ``report``."""
     with path.open(encoding="utf-8-sig", newline="") as fh:
         for line_no, line in enumerate(fh, 1):
             line = line.rstrip("\r\n")
-            if not line.strip() or line.startswith("#"):
+            if not line.strip():
+                continue
+            if line.lstrip().startswith("#"):
+                if report is not None:
+                    report.skip("comment line")
                 continue
             yield line_no, line.split("\t")
 
@@ -63,16 +76,19 @@ def read_glossary_tsv(
     """A term glossary TSV -> ``(TERM_PAIRS table, ReadReport)``.
 
     Columns come from ``ko_column``/``en_column`` (name or index), else from a header row (``ko``/``korean`` and
-    ``en``/``english``/``english_gloss``), else ``ko<TAB>en``. Rows whose Korean side has no Hangul are skipped and
-    counted (a swapped file shows up as every row skipped with that reason, not as a silently wrong dictionary).
+    ``en``/``english``/``english_gloss``), else from the first line: ``en<TAB>ko`` when only its second field holds
+    Hangul, ``ko<TAB>en`` otherwise. A header ``level`` column (kengdic) becomes the pair's ``score``
+    (:data:`LEVEL_SCORES`). Rows whose Korean side has no Hangul are skipped and counted (a swapped file shows up as
+    every row skipped with that reason, not as a silently wrong dictionary).
     """
     path = Path(path)
     report = ReadReport(str(path))
     pairs = _PairCollector(report, path.name)
     ko_idx: int | None = ko_column if isinstance(ko_column, int) else None
     en_idx: int | None = en_column if isinstance(en_column, int) else None
+    level_idx: int | None = None
     first = True
-    for line_no, fields in _tsv_rows(path):
+    for line_no, fields in _tsv_rows(path, report):
         if first:
             first = False
             names = [f.strip().lower() for f in fields]
@@ -93,7 +109,12 @@ def read_glossary_tsv(
                     raise DataFormatError(
                         f"{path} line {line_no}: header {fields} has no Korean or English column"
                     )
+                level_idx = names.index("level") if "level" in names else None
                 continue
+            if ko_idx is None and en_idx is None and len(fields) >= 2:
+                # no header: whichever of the first two fields holds Hangul is Korean
+                swapped = hangul_ratio(fields[0]) == 0.0 and hangul_ratio(fields[1]) > 0.0
+                ko_idx, en_idx = (1, 0) if swapped else (0, 1)
             ko_idx = 0 if ko_idx is None else ko_idx
             en_idx = 1 if en_idx is None else en_idx
         assert ko_idx is not None and en_idx is not None
@@ -106,7 +127,8 @@ def read_glossary_tsv(
         if ko and hangul_ratio(ko) == 0.0:
             report.skip("ko side has no Hangul")
             continue
-        pairs.add(ko, fields[en_idx])
+        level = fields[level_idx].strip().upper() if level_idx is not None and level_idx < len(fields) else ""
+        pairs.add(ko, fields[en_idx], score=LEVEL_SCORES.get(level))
     table = pairs.table(TERM_PAIRS)
     return table, report
 
@@ -114,10 +136,17 @@ def read_glossary_tsv(
 def read_synonym_json(path: str | Path):
     """The prototype's ``bilingual_synonyms.json`` / ``enhanced_synonyms.json`` -> ``(TERM_PAIRS, ReadReport)``.
 
-    Accepted: ``{ko: [en, ...]}``, ``{ko: en}``, ``[{korean, english}]`` (``ko``/``en`` also accepted, and
-    ``english`` may be a list), and a wrapper object ``{"synonyms": ...}``.
+    Accepted: ``{ko: [en, ...]}``, ``{ko: en}``, ``[{korean, english}]`` (``ko``/``kor`` and
+    ``en``/``eng``/``synonyms`` also accepted, and ``english`` may be a list; other fields such as ``score`` are
+    ignored), and a wrapper object ``{"synonyms": ...}``. A ``.jsonl`` file holds one such record per line.
     """
     path = Path(path)
+    if path.suffix.lower() == ".jsonl":
+        report = ReadReport(str(path))
+        pairs = _PairCollector(report, path.name)
+        for where, rec in iter_jsonl(path):
+            _add_record(pairs, rec, where)
+        return pairs.table(TERM_PAIRS), report
     doc = load_json(path)
     report = ReadReport(str(path))
     pairs = _PairCollector(report, path.name)
@@ -132,23 +161,44 @@ def read_synonym_json(path: str | Path):
             for en in values:
                 if not isinstance(en, str):
                     raise DataFormatError(
-                        f"{where}: English synonyms must be strings, got {type(en).__name__}"
+                        f"{where}: field 'english' must hold strings, got {type(en).__name__}"
                     )
                 pairs.add(ko, en)
     elif isinstance(doc, list):
         for i, rec in enumerate(doc):
-            where = f"{path} record {i}"
-            if not isinstance(rec, dict):
-                raise DataFormatError(f"{where}: expected an object {{korean, english}}")
-            ko_key = next((k for k in ("korean", "ko") if k in rec), "korean")
-            en_key = next((k for k in ("english", "en") if k in rec), "english")
-            ko = get_field(rec, ko_key, where)
-            en_value = get_field(rec, en_key, where, kind=object)
-            for en in en_value if isinstance(en_value, list) else [en_value]:
-                pairs.add(ko, en)
+            _add_record(pairs, rec, f"{path} record {i}")
     else:
         raise DataFormatError(f"{path}: expected an object {{ko: [en]}} or a list of {{korean, english}}")
     return pairs.table(TERM_PAIRS), report
+
+
+def _add_record(pairs: _PairCollector, rec: Any, where: str) -> None:
+    """One ``{korean, english}`` record (``english`` a string or a list of strings)."""
+    if not isinstance(rec, dict):
+        raise DataFormatError(f"{where}: expected an object {{korean, english}}")
+    ko_key = next((k for k in _KO_KEYS if k in rec), "korean")
+    en_key = next((k for k in _EN_KEYS if k in rec), "english")
+    ko = get_field(rec, ko_key, where, kind=object)
+    if not isinstance(ko, str):
+        raise DataFormatError(f"{where}: field 'korean' must be a string, got {type(ko).__name__}")
+    en_value = get_field(rec, en_key, where, kind=object)
+    for en in en_value if isinstance(en_value, list) else [en_value]:
+        if not isinstance(en, str):
+            raise DataFormatError(
+                f"{where}: field 'english' must be a string or a list of strings, got {en!r:.60}"
+            )
+        pairs.add(ko, en)
+
+
+def read_term_file(path: str | Path):
+    """Any term file -> ``(TERM_PAIRS, ReadReport)``: ``.json``/``.jsonl`` through :func:`read_synonym_json`,
+    anything else as a TSV glossary (:func:`read_glossary_tsv`). Raises FileNotFoundError naming a missing file."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"term file not found: {path}")
+    if path.suffix.lower() in (".json", ".jsonl"):
+        return read_synonym_json(path)
+    return read_glossary_tsv(path)
 
 
 def _lines(path: Path) -> list[str]:

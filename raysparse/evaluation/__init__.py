@@ -1,7 +1,4 @@
-"""Evaluation against BM25: metrics, an in-process sparse inverted index, dev sets and the Markdown/PNG report.
-
-``raysparse.evaluate`` re-exports this package's public API (the name the architecture document uses).
-"""
+"""Evaluation against BM25: metrics, an in-process sparse inverted index, dev sets and the Markdown/PNG report."""
 
 from __future__ import annotations
 

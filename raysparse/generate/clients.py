@@ -1,8 +1,12 @@
 """HTTP clients for the LLM servers users run: Ollama's native API and the OpenAI-compatible chat API.
 
-Both speak plain HTTP/1.1 through the standard library (``http.client``), so the stage has no client dependency and
-the timeouts are exact: ``connect_timeout`` bounds the TCP connect, ``read_timeout`` bounds every wait for bytes from
-the server (a streamed reply may take longer in total as long as tokens keep coming).
+Both go through one ``httpx.Client`` per client object, which brings what a long generation run needs from a
+maintained HTTP library: a keep-alive connection pool (one TCP/TLS handshake per connection, not per request; the
+pool holds at most ``max_connections``, the stage passes ``generate.concurrency``), proxies from the environment
+(``HTTP_PROXY`` / ``HTTPS_PROXY`` / ``ALL_PROXY`` / ``NO_PROXY``, ``SSL_CERT_FILE``: httpx's ``trust_env``), and
+exact timeouts: ``connect_timeout`` bounds the TCP connect, ``read_timeout`` bounds every wait for bytes from the
+server (a streamed reply may take longer in total as long as tokens keep coming). Server-sent events are decoded by
+``httpx-sse``. The client is thread-safe: the stage's threads share one.
 
 Wire formats (see docs/synthetic-queries.md):
 
@@ -22,7 +26,6 @@ the HTTP status and the reason.
 
 from __future__ import annotations
 
-import http.client
 import json
 import os
 import random
@@ -32,6 +35,9 @@ from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
 from typing import Any
 from urllib.parse import urlsplit
+
+import httpx
+from httpx_sse import EventSource, SSEError
 
 RETRYABLE_STATUS = frozenset({408, 409, 425, 429, 500, 502, 503, 504})
 
@@ -152,14 +158,12 @@ class _HttpClient:
         api_key: str | None = None,
         sleep: Callable[[float], None] = time.sleep,
         rng_seed: int | None = None,
+        max_connections: int = 8,
     ) -> None:
         parts = urlsplit(url if "://" in url else f"http://{url}")
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError(f"generate.url {url!r} is not an http(s) URL")
-        self.base_url = url.rstrip("/")
-        self._scheme = parts.scheme
-        self._host = parts.hostname
-        self._port = parts.port
+        self.base_url = (url if "://" in url else f"http://{url}").rstrip("/")
         self._prefix = parts.path.rstrip("/")
         self.model = model
         self.connect_timeout = connect_timeout
@@ -174,48 +178,54 @@ class _HttpClient:
         self.api_key = api_key
         self._sleep = sleep
         self._rng = random.Random(rng_seed)
+        self._http = httpx.Client(
+            # read/write bound every wait for bytes; a thread waits for a pooled connection as long as it takes
+            timeout=httpx.Timeout(read_timeout, connect=connect_timeout, pool=None),
+            limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
+            headers=self._headers(),
+            trust_env=True,  # proxies and CA bundle from the environment, like curl and the official SDKs
+        )
 
     # -- building blocks --------------------------------------------------------------------------------------
-    def _connection(self) -> http.client.HTTPConnection:
-        cls = http.client.HTTPSConnection if self._scheme == "https" else http.client.HTTPConnection
-        conn = cls(self._host, self._port, timeout=self.connect_timeout)
-        conn.connect()
-        conn.sock.settimeout(self.read_timeout)  # from here on every read waits at most read_timeout
-        return conn
-
     def _headers(self) -> dict[str, str]:
-        headers = {"Content-Type": "application/json", "Accept": "application/json"}
+        headers = {"Accept": "application/json"}
         if self.api_key:
             headers["Authorization"] = f"Bearer {self.api_key}"
         return headers
+
+    def close(self) -> None:
+        """Close the pooled connections (the client is unusable afterwards)."""
+        self._http.close()
+
+    def __enter__(self) -> _HttpClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def url_for(self, path: str) -> str:
         return f"{self.base_url}{path}"
 
     def _attempt(self, method: str, path: str, body: dict[str, Any] | None, read: Callable) -> Any:
-        """One try: connect, send, check the status, hand the response to ``read``."""
-        conn = None
+        """One try on a pooled connection: send, check the status, hand the streaming response to ``read``."""
+        headers = {"Accept": "text/event-stream"} if self.stream and self.api == "openai" and body else None
         try:
-            conn = self._connection()
-            data = json.dumps(body, ensure_ascii=False).encode("utf-8") if body is not None else None
-            conn.request(method, self._prefix + path, body=data, headers=self._headers())
-            resp = conn.getresponse()
-            if resp.status >= 400:
-                payload = resp.read()
-                reason = _error_text(payload)
-                if resp.status in RETRYABLE_STATUS:
-                    raise _Retryable(reason, resp.status, parse_retry_after(resp.getheader("Retry-After")))
-                raise _Fatal(reason, resp.status)
-            return read(resp)
-        except TimeoutError as err:
-            raise _Retryable(f"timeout ({err or 'no bytes within read_timeout'})") from None
-        except http.client.IncompleteRead as err:
-            raise _Retryable(f"stream ended early (incomplete read: {len(err.partial)} bytes)") from None
-        except (ConnectionError, http.client.HTTPException, OSError) as err:
+            with self._http.stream(method, self.url_for(path), json=body, headers=headers) as resp:
+                if resp.status_code >= 400:
+                    reason = _error_text(resp.read())
+                    if resp.status_code in RETRYABLE_STATUS:
+                        retry_after = parse_retry_after(resp.headers.get("Retry-After"))
+                        raise _Retryable(reason, resp.status_code, retry_after)
+                    raise _Fatal(reason, resp.status_code)
+                return read(resp)
+        except httpx.TimeoutException as err:
+            raise _Retryable(
+                f"timeout ({type(err).__name__}: {err or 'no bytes within read_timeout'})"
+            ) from None
+        except httpx.RemoteProtocolError as err:  # body shorter than announced, chunked stream cut off
+            raise _Retryable(f"stream ended early ({err})") from None
+        except httpx.TransportError as err:  # refused, reset, DNS, proxy errors
             raise _Retryable(f"connection error: {type(err).__name__}: {err}") from None
-        finally:
-            if conn is not None:
-                conn.close()
 
     def _with_retries(
         self, method: str, path: str, body: dict[str, Any] | None, read: Callable, doc_id: str | None
@@ -238,7 +248,7 @@ class _HttpClient:
                 )
 
     def _get_json(self, path: str) -> Any:
-        def read(resp: http.client.HTTPResponse) -> Any:
+        def read(resp: httpx.Response) -> Any:
             return _loads(resp.read(), "response body")
 
         result, _ = self._with_retries("GET", path, None, read, None)
@@ -266,10 +276,10 @@ class _HttpClient:
     def _request(self, prompt: str) -> tuple[str, dict[str, Any]]:
         raise NotImplementedError
 
-    def _read_body(self, resp: http.client.HTTPResponse) -> tuple[str, dict[str, Any]]:
+    def _read_body(self, resp: httpx.Response) -> tuple[str, dict[str, Any]]:
         raise NotImplementedError
 
-    def _read_stream(self, resp: http.client.HTTPResponse) -> tuple[str, dict[str, Any]]:
+    def _read_stream(self, resp: httpx.Response) -> tuple[str, dict[str, Any]]:
         raise NotImplementedError
 
 
@@ -281,13 +291,11 @@ def _loads(raw: bytes | str, what: str) -> Any:
         raise _Retryable(f"malformed response: {what} is not JSON ({err}): {text[:80]!r}") from None
 
 
-def _lines(resp: http.client.HTTPResponse) -> Iterator[str]:
-    """Decoded lines of a streamed body (http.client undoes the chunked transfer encoding)."""
-    while True:
-        line = resp.readline()
-        if not line:
-            return
-        yield line.decode("utf-8").rstrip("\r\n")
+def _drain(rest: Iterator[Any]) -> None:
+    """Read a stream to its end after its end marker: only a fully read response returns its connection to the
+    keep-alive pool (the chunked body's last chunk follows the marker)."""
+    for _ in rest:
+        pass
 
 
 class OllamaClient(_HttpClient):
@@ -332,14 +340,15 @@ class OllamaClient(_HttpClient):
         keys = ("model", "done_reason", "prompt_eval_count", "eval_count", "total_duration")
         return {k: obj[k] for k in keys if k in obj}
 
-    def _read_body(self, resp: http.client.HTTPResponse) -> tuple[str, dict[str, Any]]:
+    def _read_body(self, resp: httpx.Response) -> tuple[str, dict[str, Any]]:
         obj = _loads(resp.read(), "response body")
         text = self._piece(obj, "response body")
         return text, self._meta(obj)
 
-    def _read_stream(self, resp: http.client.HTTPResponse) -> tuple[str, dict[str, Any]]:
+    def _read_stream(self, resp: httpx.Response) -> tuple[str, dict[str, Any]]:
         pieces: list[str] = []
-        for n, line in enumerate(_lines(resp), 1):
+        lines = resp.iter_lines()
+        for n, line in enumerate(lines, 1):
             if not line.strip():
                 continue
             obj = _loads(line, f"stream line {n}")
@@ -347,6 +356,7 @@ class OllamaClient(_HttpClient):
                 raise _Retryable(f"malformed response: stream line {n} is not a JSON object")
             if obj.get("done") is True and "error" not in obj:
                 pieces.append(self._piece(obj, f"stream line {n}") if self._has_piece(obj) else "")
+                _drain(lines)
                 return "".join(pieces), self._meta(obj)
             pieces.append(self._piece(obj, f"stream line {n}"))
         raise _Retryable('stream ended early: no line with "done": true')
@@ -389,7 +399,7 @@ class OpenAIChatClient(_HttpClient):
             raise _Retryable(f"malformed response: {what} has no 'choices' list")
         return choices[0] if choices and isinstance(choices[0], dict) else {}
 
-    def _read_body(self, resp: http.client.HTTPResponse) -> tuple[str, dict[str, Any]]:
+    def _read_body(self, resp: httpx.Response) -> tuple[str, dict[str, Any]]:
         obj = _loads(resp.read(), "response body")
         choice = self._choice(obj, "response body")
         message = choice.get("message")
@@ -401,10 +411,9 @@ class OpenAIChatClient(_HttpClient):
             meta["usage"] = obj["usage"]
         return str(content), meta
 
-    def _read_stream(self, resp: http.client.HTTPResponse) -> tuple[str, dict[str, Any]]:
+    def _read_stream(self, resp: httpx.Response) -> tuple[str, dict[str, Any]]:
         pieces: list[str] = []
         meta: dict[str, Any] = {}
-        data_lines: list[str] = []
 
         def event(payload: str) -> bool:
             if payload.strip() == "[DONE]":
@@ -424,17 +433,14 @@ class OpenAIChatClient(_HttpClient):
                 meta["finish_reason"] = choice["finish_reason"]
             return False
 
-        # Server-sent events: "data:" lines (joined by newlines) make one event; a blank line ends it.
-        for line in _lines(resp):
-            if line == "":
-                if data_lines and event("\n".join(data_lines)):
+        try:
+            events = EventSource(resp).iter_sse()  # data lines joined, comments and other fields handled
+            for sse in events:
+                if sse.data and event(sse.data):
+                    _drain(events)
                     return "".join(pieces), meta
-                data_lines = []
-            elif line.startswith("data:"):
-                data_lines.append(line[5:].removeprefix(" "))
-            # other fields (event:, id:, retry:) and ":" comments carry nothing we need
-        if data_lines and event("\n".join(data_lines)):
-            return "".join(pieces), meta
+        except SSEError as err:  # not an event stream at all (e.g. a JSON body despite "stream": true)
+            raise _Retryable(f"malformed response: {err}") from None
         raise _Retryable("stream ended early: no 'data: [DONE]'")
 
     def list_models(self) -> list[str]:
@@ -457,6 +463,7 @@ def make_client(cfg: Any, **overrides: Any) -> _HttpClient:
         "temperature": cfg.temperature,
         "max_tokens": cfg.max_tokens,
         "seed": cfg.seed,
+        "max_connections": max(1, int(cfg.concurrency)),
         **overrides,
     }
     if cfg.api == "ollama":

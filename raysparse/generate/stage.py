@@ -217,15 +217,14 @@ class GenerationRun:
 
 
 class _GenerateActor:
-    """Ray Data actor: one client (one request in flight at a time) for the actor's lifetime."""
+    """Ray Data actor: one client (one request in flight at a time, one kept-alive connection) for its lifetime."""
 
     def __init__(self, cfg_dict: dict[str, Any], prompt: PromptTemplate) -> None:
         from raysparse.config import GenerateConfig
 
         self.cfg = GenerateConfig.model_validate(cfg_dict)
-        self.client = make_client(
-            self.cfg
-        )  # an API key comes from this process's env (runtime_env on clusters)
+        # an API key and proxies come from this process's env (runtime_env on clusters)
+        self.client = make_client(self.cfg, max_connections=1)
         self.prompt = prompt  # read by the driver: a user's template file need not exist on the worker nodes
 
     def __call__(self, batch: pa.Table) -> pa.Table:
@@ -242,13 +241,13 @@ def _in_process(todo: pa.Table, cfg: Any, client: Any, prompt: PromptTemplate) -
     from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 
     batches = _batches(todo, cfg.batch_size)
-    clients = [client] if client is not None else []
+    # one client shared by the threads: its keep-alive pool holds up to generate.concurrency connections
+    shared = client if client is not None else make_client(cfg)
     with ThreadPoolExecutor(max_workers=cfg.concurrency) as pool:
-        # a client given by the caller is shared by the threads (it holds no connection between requests)
+
         def work(batch: pa.Table) -> pa.Table:
-            c = clients[0] if clients else make_client(cfg)
             return pa.Table.from_pydict(
-                generate_for_batch(batch, c, cfg, prompt, on_error="record"), schema=RAW
+                generate_for_batch(batch, shared, cfg, prompt, on_error="record"), schema=RAW
             )
 
         pending = {pool.submit(work, b) for b in batches}
@@ -260,6 +259,9 @@ def _in_process(todo: pa.Table, cfg: Any, client: Any, prompt: PromptTemplate) -
         finally:
             for fut in pending:
                 fut.cancel()
+            if client is None:
+                pool.shutdown(wait=True)  # no thread may still be using the pool's connections
+                shared.close()
 
 
 def _with_ray(todo: pa.Table, cfg: Any, prompt: PromptTemplate) -> Iterator[pa.Table]:
