@@ -1,8 +1,9 @@
 """OUT/results.md for the quality recipe: one table per dev set, a hybrid row, the learning curve, stage times.
 
 Reads what run.sh left: ``OUT/eval/<set>/<system>/{metrics.json,run.trec}``, ``OUT/pipeline/train/history.jsonl``,
-``OUT/pipeline/*/_stage.json``, ``OUT/stage_times.tsv``, ``OUT/command.txt``. The hybrid is a per-query min-max
-fusion (0.5 model + 0.5 BM25-kiwi) of the two top-100 runs: a document missing from one run gets 0 there.
+``OUT/pipeline/*/_stage.json``, ``OUT/stage_times.tsv``, ``OUT/command.txt``. The hybrid is
+:func:`raysparse.fusion.fuse_runs` (per-query min-max, 0.5 model + 0.5 BM25-Kiwi) of the two top-100 runs: a
+document missing from one run gets 0 there.
 """
 
 from __future__ import annotations
@@ -41,22 +42,6 @@ def read_trec(path: Path) -> dict[str, dict[str, float]]:
     return run
 
 
-def min_max_fusion(a: dict[str, dict[str, float]], b: dict[str, dict[str, float]], weight: float = 0.5):
-    """Per-query min-max normalised ``weight * a + (1 - weight) * b`` (a document absent from a run scores 0 there)."""
-
-    def norm(scores: dict[str, float]) -> dict[str, float]:
-        if not scores:
-            return {}
-        lo, hi = min(scores.values()), max(scores.values())
-        return {d: (s - lo) / (hi - lo) if hi > lo else 1.0 for d, s in scores.items()}
-
-    fused: dict[str, dict[str, float]] = {}
-    for qid in set(a) | set(b):
-        na, nb = norm(a.get(qid, {})), norm(b.get(qid, {}))
-        fused[qid] = {d: weight * na.get(d, 0.0) + (1 - weight) * nb.get(d, 0.0) for d in set(na) | set(nb)}
-    return fused
-
-
 def set_table(
     set_dir: Path, beir_dir: Path, priors_dir: Path | None = None
 ) -> tuple[str, dict[str, dict[str, Any]]]:
@@ -74,9 +59,14 @@ def set_table(
     if (set_dir / "model" / "run.trec").is_file() and (set_dir / "bm25-kiwi" / "run.trec").is_file():
         from raysparse.data import read_beir
         from raysparse.evaluation import evaluate_run
+        from raysparse.fusion import fuse_runs
 
-        fused = min_max_fusion(
-            read_trec(set_dir / "model" / "run.trec"), read_trec(set_dir / "bm25-kiwi" / "run.trec")
+        # the one fusion raysparse has (raysparse.fusion): per-query min-max, equal weights here
+        fused = fuse_runs(
+            read_trec(set_dir / "bm25-kiwi" / "run.trec"),
+            read_trec(set_dir / "model" / "run.trec"),
+            method="min_max",
+            bm25_weight=0.5,
         )
         result = evaluate_run(fused, read_beir(beir_dir).qrels, system="hybrid")
         metrics["hybrid"] = dict(result.metrics)
