@@ -25,7 +25,11 @@ def register(subparsers: Any) -> None:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--model", metavar="DIR", help="a SparseEncoder directory (save_pretrained layout)")
+    parser.add_argument(
+        "--model",
+        metavar="DIR|URI",
+        help="a SparseEncoder directory (save_pretrained layout), or its storage URI (s3://, gs://, file://)",
+    )
     parser.add_argument(
         "--bm25",
         action="append",
@@ -228,6 +232,14 @@ def _evaluate_opensearch(args: argparse.Namespace, cfg: Any, data: Any, out: Pat
 
 def run(args: argparse.Namespace) -> int:
     from raysparse.evaluation.report import summary_table
+    from raysparse.storage import local_model
+
+    if args.model:
+        try:
+            args.model = local_model(args.model)  # a storage URI is copied to a local cache first
+        except (FileNotFoundError, ValueError) as err:
+            print(f"raysparse evaluate: --model: {err}", file=sys.stderr)
+            return 2
 
     if args.opensearch and not (args.index and args.beir):
         print("raysparse evaluate: --opensearch needs --index NAME and --beir DIR", file=sys.stderr)
