@@ -46,7 +46,10 @@ def test_relative_output_inside_a_job_goes_to_storage_or_is_refused(tmp_path, mo
     loc = resolve_output("outputs/x", str(storage), "raysparse run", on_cluster=True)
     assert loc.local == storage / RESULTS_SUBDIR / "outputs" / "x" and loc.remote is None
     # an absolute --out is the user's choice and is kept
-    assert resolve_output(str(tmp_path / "abs"), "runs", "raysparse run", on_cluster=True).local == tmp_path / "abs"
+    assert (
+        resolve_output(str(tmp_path / "abs"), "runs", "raysparse run", on_cluster=True).local
+        == tmp_path / "abs"
+    )
     # a relative storage path would land in the working-dir copy too: one clear line naming both ways out
     with pytest.raises(ConfigError) as err:
         resolve_output("outputs/x", "runs", "raysparse run", on_cluster=True)
