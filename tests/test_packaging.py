@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import stat
 import subprocess
 import sys
@@ -121,10 +122,19 @@ def _location(stdout: str, kind: str) -> str:
 @pytest.mark.slow
 def test_wheel_in_a_fresh_venv_runs_from_an_empty_directory(tmp_path):
     dist = tmp_path / "dist"
+    # a clean copy of the source: a build/ left in the checkout could put stale modules into the wheel
+    source = tmp_path / "source"
+    shutil.copytree(
+        REPO,
+        source,
+        ignore=shutil.ignore_patterns(
+            ".git", "build", "dist", "*.egg-info", "__pycache__", "outputs", "runs", ".venv", ".*_cache"
+        ),
+    )
     # --no-isolation: build with the setuptools already installed (CI and this machine are offline but for PyPI,
     # and the project pins what it installs)
     built = subprocess.run(
-        [sys.executable, "-m", "build", "--wheel", "--no-isolation", "--outdir", str(dist), str(REPO)],
+        [sys.executable, "-m", "build", "--wheel", "--no-isolation", "--outdir", str(dist), str(source)],
         capture_output=True,
         text=True,
         timeout=600,
