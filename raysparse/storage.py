@@ -48,16 +48,18 @@ def in_ray_job() -> bool:
 def multi_node_cluster(address: str | None) -> bool:
     """True when this process is attached to a Ray cluster with more than one alive node.
 
-    Only looked at when an address is configured (``ray.address`` / RAY_ADDRESS): a plain local run never starts
-    Ray just to find out.
+    Looked at only when Ray is already initialised or ``ray.address`` names a cluster (``auto``, ``HOST:PORT``,
+    ``ray://...``): a plain local run never starts Ray just to find out, and RAY_ADDRESS exported for ``ray job
+    submit`` (``http://HEAD:8265``) is not a reason to connect.
     """
-    if not (address or os.environ.get("RAY_ADDRESS")):
-        return False
     import ray
 
-    from raysparse.ray_utils import init_ray
+    if not ray.is_initialized():
+        if not address or address.startswith(("http://", "https://")):
+            return False
+        from raysparse.ray_utils import init_ray
 
-    init_ray(address)
+        init_ray(address)
     return sum(1 for n in ray.nodes() if n.get("Alive")) > 1
 
 

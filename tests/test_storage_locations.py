@@ -125,3 +125,38 @@ def test_portable_rewrites_machine_paths():
     )
     repo = Path(__file__).resolve().parents[1]
     assert portable(f"see {repo}/docs/training.md") == "see docs/training.md"
+
+
+def test_multi_node_detection_never_starts_ray_for_a_local_run(monkeypatch):
+    import ray
+
+    from raysparse.storage import multi_node_cluster
+
+    ray.shutdown()
+    monkeypatch.setenv("RAY_ADDRESS", "http://127.0.0.1:8265")  # exported for `ray job submit` on a laptop
+    assert not multi_node_cluster(None)
+    assert not multi_node_cluster("http://127.0.0.1:8265")
+    assert not ray.is_initialized()
+
+
+@pytest.mark.slow
+def test_multi_node_cluster_counts_as_a_cluster(tmp_path, monkeypatch):
+    """Attached to a real 2-node Ray cluster (ray.cluster_utils.Cluster) a relative output is treated as in a job."""
+    import ray
+    from ray.cluster_utils import Cluster
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("RAY_JOB_CONFIG_JSON_ENV_VAR", raising=False)
+    ray.shutdown()
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
+    try:
+        cluster.add_node(num_cpus=1)
+        cluster.wait_for_nodes()
+        ray.init(address=cluster.address, log_to_driver=False)
+        with pytest.raises(ConfigError, match="is relative"):
+            resolve_output("outputs/x", "runs", "raysparse run")
+        loc = resolve_output("outputs/x", str(tmp_path / "nfs"), "raysparse run")
+        assert loc.local == tmp_path / "nfs" / RESULTS_SUBDIR / "outputs" / "x"
+    finally:
+        ray.shutdown()
+        cluster.shutdown()
