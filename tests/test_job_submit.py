@@ -217,6 +217,7 @@ def printed_locations(log: str) -> dict[str, str]:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(2700)  # a whole main job (+ sweep) in subprocesses; ~15 min on the loaded 2-core VM
 def test_main_job_results_outlive_the_session_and_come_back_with_pull(tmp_path):
     """Issue #18 end to end: `ray job submit --working-dir . -- python jobs/train.py --out outputs/X` with
     ray.storage_path on shared storage prints where the model went; after the head is stopped and its session

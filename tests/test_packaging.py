@@ -120,6 +120,7 @@ def _location(stdout: str, kind: str) -> str:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(2700)  # a whole main job (+ sweep) in subprocesses; ~15 min on the loaded 2-core VM
 def test_wheel_in_a_fresh_venv_runs_from_an_empty_directory(tmp_path):
     dist = tmp_path / "dist"
     # a clean copy of the source: a build/ left in the checkout could put stale modules into the wheel
