@@ -110,6 +110,11 @@ SMALL = [
     "model.hidden_size=32",
     "--set",
     "model.intermediate_size=64",
+    # character bigrams instead of Kiwi for BM25 (mining, baseline): the same code paths, ~35x less tokenising time
+    "--set",
+    "mining.analyzer=bigram",
+    "--set",
+    "eval.bm25_analyzer=bigram",
 ]
 
 
