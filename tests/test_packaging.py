@@ -151,8 +151,12 @@ def test_wheel_in_a_fresh_venv_runs_from_an_empty_directory(tmp_path):
     venv = tmp_path / "venv"
     # --system-site-packages: torch, Ray, DeepSpeed... come from the system install (not re-downloaded); the wheel
     # itself goes into the venv with --no-deps, so `import raysparse` is the wheel's copy, not the checkout
+    # --without-pip: ensurepip took over 300 s on the loaded VM; the system's pip (visible through
+    # --system-site-packages) installs into the venv when the venv's python runs it
     subprocess.run(
-        [sys.executable, "-m", "venv", "--system-site-packages", str(venv)], check=True, timeout=300
+        [sys.executable, "-m", "venv", "--system-site-packages", "--without-pip", str(venv)],
+        check=True,
+        timeout=600,
     )
     python = venv / "bin" / "python"
     installed = subprocess.run(
