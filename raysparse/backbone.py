@@ -178,10 +178,13 @@ def build_local_backbone(
             max_length=model_cfg.max_doc_length,
             seed=seed,
         )
+    from raysparse.files import apply_umask
+
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
+    apply_umask(out)  # transformers writes model.safetensors 0600 (raysparse.files)
     (out / "backbone.json").write_text(
         json.dumps({"num_texts": len(texts), "mlm_steps": len(losses), "mlm_losses": losses}, indent=1) + "\n"
     )

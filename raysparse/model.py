@@ -674,6 +674,9 @@ class SparseEncoder(nn.Module):
             )
         elif lexical_file.exists():
             lexical_file.unlink()
+        from raysparse.files import apply_umask
+
+        apply_umask(out)  # transformers writes model.safetensors 0600; every file as the umask says
 
     @classmethod
     def from_pretrained(cls, name_or_path: str | Path, **overrides: Any) -> SparseEncoder:

@@ -44,6 +44,7 @@ class PipelineResult:
     model_metrics: dict[str, float] | None
     bm25_metrics: dict[str, float] | None
     results_path: Path | None
+    model_dir: Path | None = None  # the model that was evaluated (train/model, or its time-weighted copy)
 
 
 def fingerprint(obj: Any) -> str:
@@ -336,7 +337,7 @@ def run_pipeline(cfg: RaySparseConfig, force: bool = False) -> PipelineResult:
         + ", ".join(f"{s.name} {'cached' if s.skipped else f'{s.seconds:.0f}s'}" for s in results)
         + "\n"
     )
-    return PipelineResult(results, r.info["model"], r.info["bm25"], results_path)
+    return PipelineResult(results, r.info["model"], r.info["bm25"], results_path, Path(model_dir))
 
 
 def _attach_recency_query_weights(model_path: str, cfg: RaySparseConfig, data: Any, out_dir: Path) -> str:

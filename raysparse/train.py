@@ -542,6 +542,9 @@ def evaluate_dev(model: Any, dev: RetrievalData, k: int = 10, batch_size: int = 
     finally:
         model.train(was_training)
     keep = {f"ndcg@{k}", f"mrr@{k}", "ndcg@10", "mrr@10", "recall@10", "recall@100", f"recall@{k}"}
+    # the efficiency side as `raysparse evaluate` measures it: SPLADE FLOPS over the dev queries x dev documents
+    # and the mean active terms (val/flops is the sweep's efficiency axis, raysparse.tune)
+    keep |= {"flops", "avg_query_terms", "avg_doc_terms"}
     out = {f"val/{name}": float(v) for name, v in result.metrics.items() if name in keep}
     out["val/active_terms_query"] = float(result.metrics.get("avg_query_terms", 0.0))
     out["val/active_terms_doc"] = float(result.metrics.get("avg_doc_terms", 0.0))

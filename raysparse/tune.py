@@ -167,20 +167,32 @@ def write_sweep_report(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     metric = space.metric
-    front = pareto_front(points, metric)
+    # Only finished trials shipped a model: the front (and the choice) is drawn from them alone; trials stopped
+    # early by the scheduler are shown with their last evaluation, marked as such, and never on the front.
+    finished = [p for p in points if p.get("status", "finished") == "finished"]
+    stopped = [p for p in points if p.get("status", "finished") != "finished"]
+    front = pareto_front(finished, metric)
     front_ids = {p["trial_id"] for p in front}
 
+    def plotted(group: list[dict[str, Any]]) -> tuple[list[float], list[float]]:
+        kept = [p for p in group if _finite(p.get("flops")) and _finite(p.get(metric))]
+        return [p["flops"] for p in kept], [p[metric] for p in kept]
+
     fig, ax = plt.subplots(figsize=(6, 4))
-    xs = [p["flops"] for p in points if _finite(p.get("flops")) and _finite(p.get(metric))]
-    ys = [p[metric] for p in points if _finite(p.get("flops")) and _finite(p.get(metric))]
-    ax.scatter(xs, ys, color="tab:gray", label="trials")
+    xs, ys = plotted(finished)
+    ax.scatter(xs, ys, color="tab:gray", label="finished trials")
+    xs, ys = plotted(stopped)
+    if xs:
+        ax.scatter(
+            xs, ys, marker="x", color="tab:orange", label="stopped early (last evaluation; not eligible)"
+        )
     if front:
         ax.plot(
             [p["flops"] for p in front],
             [p[metric] for p in front],
             "o-",
             color="tab:blue",
-            label="Pareto front",
+            label="Pareto front (finished)",
         )
     if chosen:
         ax.scatter(
@@ -193,7 +205,7 @@ def write_sweep_report(
         )
     if flops_budget:
         ax.axvline(flops_budget, color="tab:red", linestyle="--", linewidth=1, label="FLOPS budget")
-    ax.set_xlabel("FLOPS (expected multiply-adds per query-document pair)")
+    ax.set_xlabel("FLOPS on the dev set (expected multiply-adds per query-document pair)")
     ax.set_ylabel(metric)
     ax.set_title("Sweep: quality vs efficiency")
     ax.legend(fontsize=8)
@@ -218,9 +230,13 @@ def write_sweep_report(
     lines = [
         "# Sweep report",
         "",
-        f"{len(points)} trials reported ({sum(p.get('status') == 'stopped early' for p in points)} stopped early by "
-        f"the scheduler, not eligible), {len(failed)} failed. Metric: {metric} ({space.mode}); "
-        f"FLOPS budget: {flops_budget if flops_budget is not None else 'none'}.",
+        f"{len(points)} trials reported: {len(finished)} finished, {len(stopped)} stopped early by the scheduler "
+        f"(shown with their last evaluation; not eligible, never on the Pareto front); {len(failed)} failed. "
+        f"Metric: {metric} ({space.mode}); FLOPS budget: {flops_budget if flops_budget is not None else 'none'}.",
+        "",
+        "FLOPS is measured on the dev set the trials are ranked on, with the evaluation stage's definition "
+        "(`raysparse evaluate`'s `flops`: sum over terms of P(query term active) x P(document term active)), at the "
+        "evaluation whose metrics are shown (a finished trial's best checkpoint, i.e. the shipped model).",
         "",
         "![Pareto front](pareto.png)",
         "",
@@ -228,14 +244,14 @@ def write_sweep_report(
         "",
         "| trial | "
         + " | ".join(keys)
-        + f" | {metric} | flops | avg q terms | avg d terms | Pareto | chosen |",
-        "|---" * (len(keys) + 7) + "|",
+        + f" | {metric} | flops | avg q terms | avg d terms | status | Pareto | chosen |",
+        "|---" * (len(keys) + 8) + "|",
     ]
     for p in sorted(points, key=lambda p: -(p.get(metric) or -1)):
         vals = " | ".join(_fmt(p["config"].get(k)) for k in keys)
         lines.append(
             f"| {p['trial_id']} | {vals} | {_fmt(p.get(metric))} | {_fmt(p.get('flops'))} | "
-            f"{_fmt(p.get('avg_query_terms'))} | {_fmt(p.get('avg_doc_terms'))} | "
+            f"{_fmt(p.get('avg_query_terms'))} | {_fmt(p.get('avg_doc_terms'))} | {p.get('status', '')} | "
             f"{'yes' if p['trial_id'] in front_ids else ''} | {'**yes**' if chosen and p is chosen else ''} |"
         )
     if failed:
@@ -513,9 +529,10 @@ def _trial_points(
             {
                 "trial_id": trial_id,
                 space.metric: metrics.get(metric_key),
-                "flops": metrics.get("sparsity/flops"),
-                "avg_query_terms": metrics.get("val/active_terms_query"),
-                "avg_doc_terms": metrics.get("val/active_terms_doc"),
+                # dev-set efficiency, as `raysparse evaluate` measures it (raysparse.train.evaluate_dev)
+                "flops": metrics.get("val/flops"),
+                "avg_query_terms": metrics.get("val/avg_query_terms"),
+                "avg_doc_terms": metrics.get("val/avg_doc_terms"),
                 "step": metrics.get("step"),
                 "evaluations": last.get("training_iteration"),
                 "status": status,

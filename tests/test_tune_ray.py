@@ -110,6 +110,16 @@ def test_sweep_with_a_crashing_trial_selects_and_exports(tune_inputs, own_ray, t
     assert len(trial_dirs_with_events) >= len(result.trials), events
     assert any(_has_hparams(p) for p in events), "no HParams summary in the Tune experiment's event files"
 
+    # the efficiency axis is the dev-set FLOPS `raysparse evaluate` reports for the chosen model (issue #19)
+    from raysparse.evaluation import evaluate_model
+
+    evaluated = evaluate_model(str(result.best_model_dir), tune_inputs["dev"], cfg.eval)  # as the CLI does
+    assert result.best_trial["flops"] == pytest.approx(evaluated.metrics["flops"], rel=1e-3), (
+        result.best_trial,
+        evaluated.metrics,
+    )
+    assert result.best_trial["ndcg@10"] == pytest.approx(evaluated.metrics["ndcg@10"], abs=1e-3)
+
     # the chosen model loads and encodes Korean; it is exported in every format with a manifest
     model = SparseEncoder.from_pretrained(str(result.best_model_dir))
     reps = model.encode_queries(["서울 날씨 weather"])

@@ -65,3 +65,29 @@ def test_report_files(tmp_path):
     text = path.read_text()
     assert "| a |" in text and "**yes**" in text and "worker died" in text
     assert (tmp_path / "pareto.png").stat().st_size > 1000
+
+
+def test_report_separates_trials_stopped_early(tmp_path):
+    """A trial stopped by ASHA shipped no model: it is listed as such, drawn apart and never on the Pareto front,
+    even when its last evaluation would dominate every finished trial."""
+    space = load_search_space(SPACE_FILE)
+    finished = [{**t, "status": "finished"} for t in TRIALS[:4]]
+    stopped = {
+        "trial_id": "s",
+        "ndcg@10": 0.9,
+        "flops": 1.0,
+        "config": {"loss.beta": 0.2},
+        "status": "stopped early",
+    }
+    points = [*finished, stopped]
+    chosen = select_trial(finished, None)
+    path = write_sweep_report(points, chosen, [], space, None, tmp_path)
+    rows = {
+        line.split(" | ")[0].strip("| "): line
+        for line in path.read_text().splitlines()
+        if line.startswith("| ")
+    }
+    assert "| stopped early |" in rows["s"] and "yes" not in rows["s"].split("stopped early")[1]
+    assert "| finished | yes |" in rows["a"] and "| finished | yes | **yes** |" in rows["b"]
+    assert "4 finished, 1 stopped early" in path.read_text()
+    assert [p["trial_id"] for p in pareto_front(finished)] == ["a", "b"]

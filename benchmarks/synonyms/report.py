@@ -14,6 +14,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
+from raysparse.storage import portable
 from raysparse.synonyms import loop_table, precision_table
 
 
@@ -36,6 +37,7 @@ def main() -> int:
     ks = disc["config"]["eval_k"]
     seconds = (args.out / "seconds.txt").read_text().strip() if (args.out / "seconds.txt").is_file() else "?"
     command = (args.out / "command.txt").read_text().strip() if (args.out / "command.txt").is_file() else "?"
+    command = portable(command, {str(args.out.resolve()): "OUT"})  # no machine paths in committed results
     print("# Synonym discovery: measured results\n")
     print(
         f"Machine: {os.cpu_count()} CPU cores ({_cpu_model()}), shared with other jobs; wall clock {seconds}.\n"

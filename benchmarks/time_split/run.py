@@ -35,6 +35,7 @@ sys.path.insert(0, str(REPO))
 
 from raysparse.analyzers import get_analyzer  # noqa: E402
 from raysparse.corpus.dated import read_dated_source, split_by_time  # noqa: E402
+from raysparse.storage import portable  # noqa: E402
 from raysparse.timeweight import (  # noqa: E402
     TimeWeightTable,
     recency_idf,
@@ -133,9 +134,10 @@ def main(argv: list[str] | None = None) -> int:
         "# Time-split evaluation: time-aware IDF on dated petitions",
         "",
         f"Command: `python3 benchmarks/time_split/run.py --cutoff {cutoff} --analyzer {args.analyzer} "
-        f"--half-lives {args.half_lives} --systems {args.systems}{' --out ' + args.out if args.out else ''}`  ",
+        f"--half-lives {args.half_lives} --systems {args.systems}"
+        f"{' --out ' + portable(args.out) if args.out else ''}`  ",
         f"Machine: {platform.machine()}, {platform.system()}, Python {platform.python_version()} (CPU only).  ",
-        f"Data: {args.data} ({data.corpus.num_rows} unique petitions); cutoff {cutoff}: older "
+        f"Data: {portable(str(args.data))} ({data.corpus.num_rows} unique petitions); cutoff {cutoff}: older "
         f"{older.corpus.num_rows} ({', '.join(windows['older'])}), newer {newer.corpus.num_rows} "
         f"({', '.join(windows['newer'])}).  ",
         "Task: known-item search; query = title (titles under "

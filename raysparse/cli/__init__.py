@@ -8,11 +8,14 @@ heavy dependencies (torch, ray) lazily so that ``raysparse --help`` stays instan
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import logging
 import pkgutil
 import sys
 from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
 
 from raysparse import __version__
 from raysparse.config import ConfigError
@@ -33,6 +36,7 @@ Pipeline, one subcommand per stage:
   export     TorchScript, ONNX and OpenSearch model bundles
   index      encode a corpus and bulk-index it into OpenSearch
   search     query OpenSearch and show the matched terms
+  pull       copy a model or run from cluster storage (path, s3://, gs://, file://) to a local directory
 
 Term statistics and dictionaries:
   time-weights  recency-aware IDF and rising terms from a dated corpus (inference-free queries, OpenSearch recency)
@@ -119,6 +123,19 @@ def backbone_from_args(value: str | None) -> tuple[list[str], str | None]:
     if value == "local-small":
         return ["model.backbone=local-small"], None
     return [], value or None
+
+
+def print_locations(location: Any, paths: dict[str, Any]) -> None:
+    """The last lines of a command that wrote results: ``KIND: LOCATION`` each (``model: ...`` is an interface
+    outside checks rely on). ``location`` is the command's :class:`raysparse.storage.OutputLocation`: paths under
+    its local folder are printed as the path or URI they were published to."""
+    for kind, path in paths.items():
+        if path is None:
+            continue
+        text = str(path)
+        with contextlib.suppress(ValueError):  # outside the output folder: Tune's experiment in storage
+            text = location.location(Path(path).relative_to(location.local))
+        print(f"{kind}: {text}", flush=True)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from raysparse.cli import add_config_args, config_from_args
+from raysparse.cli import add_config_args, config_from_args, print_locations
 
 SAMPLE_GLOSSARY = Path(__file__).resolve().parents[1] / "resources" / "sample" / "glossary.tsv"
 
@@ -25,7 +25,11 @@ def register(subparsers: Any) -> None:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--model", metavar="DIR", help="a SparseEncoder directory (save_pretrained layout)")
+    parser.add_argument(
+        "--model",
+        metavar="DIR|URI",
+        help="a SparseEncoder directory (save_pretrained layout), or its storage URI (s3://, gs://, file://)",
+    )
     parser.add_argument(
         "--bm25",
         action="append",
@@ -90,7 +94,9 @@ def register(subparsers: Any) -> None:
         default=None,
         help="OpenSearch query form (default: sparse with --model, bm25 without)",
     )
-    parser.add_argument("--out", metavar="DIR", required=True, help="output directory")
+    parser.add_argument(
+        "--out", metavar="DIR|URI", required=True, help="output directory (or s3:// / gs:// / file:// URI)"
+    )
     add_config_args(parser)
     parser.set_defaults(func=run)
 
@@ -228,6 +234,14 @@ def _evaluate_opensearch(args: argparse.Namespace, cfg: Any, data: Any, out: Pat
 
 def run(args: argparse.Namespace) -> int:
     from raysparse.evaluation.report import summary_table
+    from raysparse.storage import local_model, resolve_output
+
+    if args.model:
+        try:
+            args.model = local_model(args.model)  # a storage URI is copied to a local cache first
+        except (FileNotFoundError, ValueError) as err:
+            print(f"raysparse evaluate: --model: {err}", file=sys.stderr)
+            return 2
 
     if args.opensearch and not (args.index and args.beir):
         print("raysparse evaluate: --opensearch needs --index NAME and --beir DIR", file=sys.stderr)
@@ -236,10 +250,14 @@ def run(args: argparse.Namespace) -> int:
         from raysparse.data import read_beir
 
         cfg = config_from_args(args)
+        location = resolve_output(
+            args.out, cfg.ray.storage_path, "raysparse evaluate", address=cfg.ray.address
+        )
         data = read_beir(args.beir, args.split)
-        result = _evaluate_opensearch(args, cfg, data, Path(args.out))
+        result = _evaluate_opensearch(args, cfg, data, location.local)
+        location.publish()
         print(summary_table([result]))
-        print(f"metrics: {Path(args.out) / 'metrics.json'}")
+        print_locations(location, {"metrics": location.local / "metrics.json"})
         return 0
     if not args.model and not args.bm25:
         print("raysparse evaluate: give --model DIR and/or --bm25 kiwi|bigram", file=sys.stderr)
@@ -248,7 +266,8 @@ def run(args: argparse.Namespace) -> int:
         print("raysparse evaluate: --crosslingual needs --msmarco-dir DIR", file=sys.stderr)
         return 2
     cfg = config_from_args(args)
-    out = Path(args.out)
+    location = resolve_output(args.out, cfg.ray.storage_path, "raysparse evaluate", address=cfg.ray.address)
+    out = location.local
     try:
         from raysparse.data import read_beir
         from raysparse.evaluation.core import load_encoder
@@ -262,8 +281,9 @@ def run(args: argparse.Namespace) -> int:
             for report in data.reports:
                 print(report, file=sys.stderr)
             results = _evaluate_collection(args, cfg, data, out, model)
+            location.publish()
             print(summary_table(results))
-            print(f"metrics: {out / 'metrics.json'}")
+            print_locations(location, {"metrics": out / "metrics.json"})
             return 0
         sets = crosslingual_dev_sets(
             args.msmarco_dir, args.first_id, args.last_id, args.distractors, sets=args.sets
@@ -276,7 +296,9 @@ def run(args: argparse.Namespace) -> int:
             lines += [f"## {name}: {data.summary()}", "", summary_table(results), ""]
         (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
         (out / "summary.md").write_text("\n".join(lines), encoding="utf-8")
+        location.publish()
         print("\n".join(lines))
+        print_locations(location, {"metrics": out / "summary.json"})
         return 0
     except (FileNotFoundError, ValueError) as err:
         print(f"raysparse evaluate: {err}", file=sys.stderr)

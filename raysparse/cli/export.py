@@ -7,7 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from raysparse.cli import add_config_args, config_from_args
+from raysparse.cli import add_config_args, config_from_args, print_locations
 
 EXPORT_FORMATS = ("torchscript", "onnx", "opensearch", "hf")
 
@@ -38,12 +38,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "the whole encoder (pooling included) and is compared with PyTorch on random Korean/English batches; the "
             "max abs difference goes to OUT/manifest.json and a difference above export.parity_tolerance is an "
             "error. 'opensearch' writes ml-commons SPARSE_ENCODING (and, for inference-free models, SPARSE_TOKENIZE) "
-            "zips with their _register request bodies."
+            "zips with their _register request bodies. --model and --out accept storage URIs (s3://, gs://, "
+            "file://) as well as paths; inside a Ray job a relative --out goes to ray.storage_path/results/OUT "
+            "(refused when ray.storage_path is relative too). Ends with 'export: LOCATION' and 'manifest: LOCATION'."
         ),
     )
     add_config_args(parser)
-    parser.add_argument("--model", required=True, metavar="DIR", help="trained model directory")
-    parser.add_argument("--out", required=True, metavar="DIR", help="output directory")
+    parser.add_argument(
+        "--model",
+        required=True,
+        metavar="DIR|URI",
+        help="trained model directory, or its storage URI (what a job printed after 'model:')",
+    )
+    parser.add_argument("--out", required=True, metavar="DIR|URI", help="output directory or storage URI")
     parser.add_argument(
         "--format",
         dest="formats",
@@ -78,28 +85,32 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from raysparse.export import ExportError, export_model
+    from raysparse.storage import local_model, resolve_output
 
     cfg = config_from_args(args)
+    location = resolve_output(args.out, cfg.ray.storage_path, "raysparse export", address=cfg.ray.address)
     try:
+        model_dir = local_model(args.model)
         manifest = export_model(
-            args.model,
-            args.out,
+            model_dir,
+            location.local,
             formats=args.formats,
             cfg=cfg.export,
-            name=args.name,
+            name=args.name or (Path(args.model.rstrip("/")).name if args.model != model_dir else None),
             version=args.version,
             parity_texts=_read_texts(args.parity_text) if args.parity_text else None,
             metrics_path=args.metrics,
             config_path=args.train_config,
             max_length=args.max_length,
         )
+        location.publish()
     except (ExportError, FileNotFoundError, ValueError) as err:
         print(f"raysparse export: {err}", file=sys.stderr)
         return 1
     for entry in manifest["files"]:
         diff = entry.get("parity_max_abs_diff")
         parity = "" if diff is None else f"  max|diff| {diff:.2e}"
-        print(f"{entry['format']:<28} {Path(args.out) / entry['path']}{parity}")
-    print(f"manifest: {Path(args.out) / 'manifest.json'}")
+        print(f"{entry['format']:<28} {location.location(entry['path'])}{parity}")
     print(json.dumps(manifest["sparsity"]))
+    print_locations(location, {"export": location.local, "manifest": location.local / "manifest.json"})
     return 0

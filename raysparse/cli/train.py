@@ -8,7 +8,13 @@ import json
 import logging
 import sys
 
-from raysparse.cli import add_config_args, backbone_from_args, config_from_args, setup_logging
+from raysparse.cli import (
+    add_config_args,
+    backbone_from_args,
+    config_from_args,
+    print_locations,
+    setup_logging,
+)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -20,14 +26,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "ZeRO on Ray Train workers (train.num_workers, train.use_gpu, train.deepspeed.*). Checkpoints go to "
             "ray.storage_path/<name>; running the same command again resumes from the latest one. The best "
             "checkpoint (validation nDCG@10 when --dev-beir is given, else the last) is written as an fp32 Hugging "
-            "Face layout model to OUT/model."
+            "Face layout model to OUT/model. Inside a Ray job a relative OUT goes to ray.storage_path/results/OUT "
+            "(refused when ray.storage_path is relative too); the command ends with 'model: LOCATION', "
+            "'metrics: LOCATION' and 'tensorboard: LOCATION' lines."
         ),
     )
     add_config_args(parser)
     parser.add_argument(
         "--triples", required=True, help="mining output: a Parquet file or directory (TRIPLES)"
     )
-    parser.add_argument("--out", required=True, help="output directory (model/, tensorboard/, history.jsonl)")
+    parser.add_argument(
+        "--out",
+        required=True,
+        help="output directory (model/, tensorboard/, history.jsonl); a path or s3:// / gs:// URI",
+    )
     parser.add_argument("--dev-beir", metavar="DIR", help="BEIR-layout dev set for validation nDCG@10")
     parser.add_argument(
         "--backbone",
@@ -46,11 +58,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from raysparse.storage import in_ray_job, resolve_output, storage_for_outputs
     from raysparse.train import run_training, train_single_process
 
     setup_logging()
     extra, backbone_dir = backbone_from_args(args.backbone)
     cfg = config_from_args(args, extra)
+    location = resolve_output(args.out, cfg.ray.storage_path, "raysparse train", address=cfg.ray.address)
+    if location.remote or in_ray_job():  # a relative storage path must not resolve into the working-dir copy
+        cfg = cfg.model_copy(deep=True)
+        cfg.ray.storage_path = storage_for_outputs(cfg.ray.storage_path, location)
     dev = None
     if args.dev_beir:
         from raysparse.data import read_beir
@@ -64,7 +81,7 @@ def run(args: argparse.Namespace) -> int:
             cfg,
             args.triples,
             dev,
-            args.out,
+            location.local,
             term_pairs=args.term_pairs,
             sentence_pairs=args.sentence_pairs,
             backbone_dir=backbone_dir,
@@ -72,11 +89,20 @@ def run(args: argparse.Namespace) -> int:
     except (ValueError, FileNotFoundError) as err:  # bad input or settings: one clear line, not a traceback
         print(f"raysparse train: {err}", file=sys.stderr)
         return 2
-    print(f"model: {result.model_dir}")
-    print(f"checkpoint: {result.checkpoint_path}")
+    location.publish()
     print(
         json.dumps(
             {k: v for k, v in result.best_metrics.items() if not k.startswith("loss/weight")}, indent=1
         )
+    )
+    print(f"checkpoint: {result.checkpoint_path}")
+    out = location.local
+    print_locations(
+        location,
+        {
+            "model": result.model_dir,
+            "metrics": out / "best_metrics.json",
+            "tensorboard": out / "tensorboard" if (out / "tensorboard").is_dir() else None,
+        },
     )
     return 0

@@ -7,7 +7,13 @@ import argparse
 import logging
 import sys
 
-from raysparse.cli import add_config_args, backbone_from_args, config_from_args, setup_logging
+from raysparse.cli import (
+    add_config_args,
+    backbone_from_args,
+    config_from_args,
+    print_locations,
+    setup_logging,
+)
 
 EXPORT_FORMATS = ("onnx", "torchscript", "opensearch", "hf")
 
@@ -23,7 +29,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "best one within --flops-budget (the most efficient one when none fits). Writes OUT/sweep_report.md, "
             "OUT/pareto.png, OUT/best_model, each trial under OUT/trials/<id>, and Tune's experiment (TensorBoard "
             "HParams) and the trials' Ray Train checkpoints under ray.storage_path (default OUT/runs: "
-            "OUT/runs/tune, OUT/runs/ray_train; s3://, gs:// or a shared NFS path on a cluster)."
+            "OUT/runs/tune, OUT/runs/ray_train; s3://, gs:// or a shared NFS path on a cluster). Without --space it reads "
+            "tune.search_space: a file of that path when it exists, else the copy packaged with raysparse "
+            "(tuning/loss_weights.yaml, tuning/tiny.yaml). Inside a Ray job a relative OUT goes to "
+            "ray.storage_path/results/OUT (refused when ray.storage_path is relative too). Ends with 'model: "
+            "LOCATION' (the chosen trial's model), 'metrics:', 'report:' and 'tensorboard:' lines."
         ),
     )
     add_config_args(parser)
@@ -33,8 +43,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--dev-beir", required=True, metavar="DIR", help="BEIR-layout dev set (trials are ranked on it)"
     )
-    parser.add_argument("--out", required=True, help="output directory")
-    parser.add_argument("--space", metavar="YAML", help="search space file (default tune.search_space)")
+    parser.add_argument("--out", required=True, help="output directory; a path or s3:// / gs:// URI")
+    parser.add_argument(
+        "--space",
+        metavar="YAML",
+        help="search space file, or the name of a packaged one (loss_weights, tiny); default tune.search_space",
+    )
     parser.add_argument(
         "--num-samples", type=int, metavar="N", help="number of trials (default tune.num_samples)"
     )
@@ -73,10 +87,13 @@ def run(args: argparse.Namespace) -> int:
     cfg = config_from_args(args, extra)
 
     from raysparse.data import read_beir
+    from raysparse.defaults import search_space_path
+    from raysparse.storage import resolve_output
     from raysparse.tune import load_search_space, run_sweep
 
+    location = resolve_output(args.out, cfg.ray.storage_path, "raysparse tune", address=cfg.ray.address)
     try:
-        space = load_search_space(args.space or cfg.tune.search_space, cfg)
+        space = load_search_space(search_space_path(args.space or cfg.tune.search_space), cfg)
         dev = read_beir(args.dev_beir)
         for report in dev.reports:
             logging.info("%s", report)
@@ -85,7 +102,7 @@ def run(args: argparse.Namespace) -> int:
             space,
             args.triples,
             dev,
-            args.out,
+            location.local,
             term_pairs=args.term_pairs,
             sentence_pairs=args.sentence_pairs,
             backbone_dir=backbone_dir,
@@ -94,14 +111,25 @@ def run(args: argparse.Namespace) -> int:
     except (ValueError, FileNotFoundError) as err:  # bad input or settings: one clear line, not a traceback
         print(f"raysparse tune: {err}", file=sys.stderr)
         return 2
-    print(f"report: {result.report_path}")
+    location.publish()
     print(f"trials: {len(result.trials)} with metrics, {len(result.failed)} failed")
     if result.best_trial is None:
+        print_locations(location, {"report": result.report_path, "tensorboard": result.experiment_dir})
         print("no trial finished with a validation metric; nothing selected", file=sys.stderr)
         return 1
     print(
         f"best trial: {result.best_trial['trial_id']} {space.metric}={result.best_trial[space.metric]:.4f} "
         f"flops={result.best_trial['flops']:.4g}"
     )
-    print(f"best model: {result.best_model_dir}")
+    out = location.local
+    print_locations(
+        location,
+        {
+            "model": result.best_model_dir,
+            "metrics": out / "best_trial.json",
+            "report": result.report_path,
+            "tensorboard": result.experiment_dir,  # Tune's experiment: every trial's HParams and curves
+            "export": out / "export" if formats else None,
+        },
+    )
     return 0
