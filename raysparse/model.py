@@ -56,6 +56,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from raysparse.idf import bm25_idf
+
 RAYSPARSE_JSON = "raysparse.json"
 QUERY_WEIGHTS_FILE = "query_weights.safetensors"
 TRANSLATION_TABLE_FILE = "translation_table.safetensors"
@@ -214,7 +216,7 @@ class LexicalPrior(nn.Module):
             if kept:
                 df[torch.unique(torch.as_tensor(kept, dtype=torch.long))] += 1.0
         n = float(len(texts))
-        idf = torch.log1p((n - df + 0.5) / (df + 0.5)).float()
+        idf = torch.from_numpy(bm25_idf(n, df.numpy())).float()
         idf = idf * ((self.piece_mask + self.word_start) > 0)  # pieces that are never terms get 0
         docs = texts if documents is None else list(documents)
         lengths = [float(len(kept)) for kept in streams(docs, "avgdl")]
@@ -794,6 +796,6 @@ def idf_weights(tokenizer: Any, texts: Sequence[str], vocab_size: int | None = N
                 uniq = torch.unique(torch.as_tensor(ids, dtype=torch.long))
                 df[uniq[uniq < size]] += 1.0
     n = float(len(texts))
-    idf = torch.log1p((n - df + 0.5) / (df + 0.5)).float()
+    idf = torch.from_numpy(bm25_idf(n, df.numpy())).float()
     idf[special_ids_of(tokenizer, size)] = 0.0
     return idf

@@ -38,6 +38,7 @@ import pyarrow.parquet as pq
 import scipy.sparse as sp
 
 from raysparse.corpus.dated import _PERIOD_FORMATS, Period
+from raysparse.idf import bm25_idf
 
 TABLE_FILE = "time_weights.parquet"
 META_FILE = "time_weights.json"
@@ -172,11 +173,6 @@ def decay_factors(stats: TermStats, half_life_days: float | None, reference_date
     ref = _as_datetime(reference_date, "reference_date") or max(stats.centres)
     ages = np.array([abs((ref - c).total_seconds()) / 86400.0 for c in stats.centres])
     return np.power(2.0, -ages / half_life_days)
-
-
-def bm25_idf(n: float | np.ndarray, df: np.ndarray) -> np.ndarray:
-    """``log(1 + (N - df + 0.5) / (df + 0.5))`` (Lucene's BM25 IDF; positive for every df <= N)."""
-    return np.log1p((n - df + 0.5) / (df + 0.5))
 
 
 @dataclass
