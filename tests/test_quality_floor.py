@@ -16,7 +16,7 @@ import pytest
 
 from raysparse.schemas import CORPUS, RetrievalData
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
 
 
 def _msmarco(shared_data, lang: str) -> dict[int, dict]:
