@@ -147,8 +147,7 @@ start() {
       exit 1
     fi
     if [ "$fresh" = 1 ]; then
-      echo "opensearch.sh: --fresh: node already running on port $port (pid $pid); stop it first" >&2
-      exit 1
+      echo "opensearch.sh: --fresh ignored: a node already runs on port $port (pid $pid), data kept" >&2
     fi
     echo "opensearch.sh: already running (pid $pid)" >&2
     echo "$url"
