@@ -71,6 +71,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--batch-size", type=int, default=32, help="documents per encoder batch")
     parser.add_argument("--no-ray", action="store_true", help="encode in this process instead of on Ray Data")
+    parser.add_argument(
+        "--direct",
+        action="store_true",
+        help=(
+            "Ray Data workers bulk-write to OpenSearch themselves (--actors parallel writers, 429 back-off, "
+            "refresh off and no replicas during the load, restored after) instead of sending vectors to this "
+            "process; the final count is checked"
+        ),
+    )
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
     add_config_args(parser)
     parser.set_defaults(func=run)
@@ -100,6 +109,7 @@ def run(args: argparse.Namespace) -> int:
         check_reachable,
         encoder_identity,
         index_corpus,
+        index_corpus_on_workers,
         index_documents,
         index_mapping,
         lexical_encoder_factory,
@@ -147,7 +157,8 @@ def run(args: argparse.Namespace) -> int:
             from raysparse.ray_utils import init_ray
 
             init_ray(cfg.ray.address)
-            report = index_corpus(
+            indexer = index_corpus_on_workers if args.direct else index_corpus
+            report = indexer(
                 data,
                 factory,
                 cfg.opensearch,

@@ -31,11 +31,14 @@ from raysparse.opensearch.client import (
     make_client,
 )
 from raysparse.opensearch.ingest import (
+    BULK_LOAD_SETTINGS,
     IndexInterrupted,
     IndexReport,
     bulk_index,
+    bulk_load_settings,
     document_body,
     index_corpus,
+    index_corpus_on_workers,
     index_documents,
     lexical_encoder_factory,
     model_encoder_factory,
@@ -94,6 +97,7 @@ from raysparse.opensearch.queries import (
 __all__ = [
     "BM25_FIELD",
     "BM25_MODES",
+    "BULK_LOAD_SETTINGS",
     "DOT_REPLACEMENT",
     "MAX_WEIGHT",
     "RECENCY_DECAYS",
@@ -112,6 +116,7 @@ __all__ = [
     "TermWeights",
     "bm25_query",
     "bulk_index",
+    "bulk_load_settings",
     "check_encoder",
     "check_reachable",
     "create_index",
@@ -127,6 +132,7 @@ __all__ = [
     "has_neural_search",
     "hybrid_pipeline",
     "index_corpus",
+    "index_corpus_on_workers",
     "index_documents",
     "index_mapping",
     "index_meta",

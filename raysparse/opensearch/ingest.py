@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from functools import partial
@@ -366,3 +367,188 @@ def index_corpus(
             yield body
 
     return bulk_index(client, index, bodies(), os_cfg.bulk_batch_size, os_cfg.max_retries, report=report)
+
+
+# --------------------------------------------------------------------------------------------- bulk from workers
+#: index settings for a bulk load: no periodic refresh, no replicas to copy to, translog fsync in the background.
+BULK_LOAD_SETTINGS = {"refresh_interval": "-1", "number_of_replicas": 0, "translog.durability": "async"}
+
+
+@contextmanager
+def bulk_load_settings(client, index: str, enabled: bool = True) -> Iterator[dict[str, Any]]:
+    """Apply :data:`BULK_LOAD_SETTINGS` to ``index`` for the duration of a load and restore the previous values
+    afterwards, also when the load fails (yields the previous values)."""
+    if not enabled:
+        yield {}
+        return
+    current = client.indices.get_settings(index=index, include_defaults=True, flat_settings=True)[index]
+    previous = {
+        key: current.get("settings", {}).get(f"index.{key}", current.get("defaults", {}).get(f"index.{key}"))
+        for key in BULK_LOAD_SETTINGS
+    }
+    client.indices.put_settings(index=index, body={"index": BULK_LOAD_SETTINGS})
+    try:
+        yield previous
+    finally:
+        client.indices.put_settings(index=index, body={"index": previous})
+
+
+class _EncodeIndexActor:
+    """Ray Data actor: encodes a batch of documents and bulk-writes it to OpenSearch itself (no driver hop).
+
+    Each actor owns an OpenSearch client; ``streaming_bulk`` retries 429 (the server's back-pressure) with
+    exponential back-off; a batch whose bulk request fails as a whole raises, which fails the dataset (the driver
+    reports how much was written). Output: one row per document with its outcome, so the driver can count.
+    """
+
+    def __init__(
+        self,
+        encoder_factory: Callable[[], TermEncoder],
+        bm25_analyzer: str | None,
+        raw_bm25: bool,
+        os_cfg: OpenSearchConfig,
+        url: str,
+        index: str,
+        bulk_batch_size: int,
+        max_retries: int,
+    ) -> None:
+        from raysparse.analyzers import get_analyzer
+
+        self.encoder = encoder_factory()
+        self.analyze = get_analyzer(bm25_analyzer) if bm25_analyzer else None
+        self.raw_bm25 = raw_bm25
+        self.client = make_client(os_cfg, url=url)
+        self.index = index
+        self.bulk_batch_size = bulk_batch_size
+        self.max_retries = max_retries
+
+    def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
+        rows = [dict(zip(batch.keys(), values, strict=True)) for values in zip(*batch.values(), strict=True)]
+        outcome: dict[int, str] = {}
+        valid = []
+        for i, row in enumerate(rows):
+            if row.get("doc_id") is None or str(row["doc_id"]) == "":
+                outcome[i] = "skip:missing doc_id"
+            elif not isinstance(row.get("text"), str) or not row["text"].strip():
+                outcome[i] = "skip:empty text"
+            else:
+                valid.append(i)
+        report = IndexReport(index=self.index)
+        chosen = [rows[i] for i in valid]
+        bodies = list(_encode_batch(chosen, self.encoder, self.analyze, report))
+        if self.raw_bm25:
+            for row, body in zip(chosen, bodies, strict=True):
+                body[BM25_FIELD] = _doc_text(row)
+        bulk_index(
+            self.client,
+            self.index,
+            bodies,
+            self.bulk_batch_size,
+            self.max_retries,
+            refresh=False,
+            report=report,
+        )
+        failed = {f["doc_id"]: f for f in report.failed}
+        for i in valid:
+            doc_id = str(rows[i]["doc_id"])
+            outcome[i] = "fail:" + json.dumps(failed[doc_id]) if doc_id in failed else "ok"
+        return {
+            "doc_id": [str(r.get("doc_id")) for r in rows],
+            "outcome": [outcome[i] for i in range(len(rows))],
+            "terms": [json.dumps(report.terms.as_dict())] + [""] * (len(rows) - 1),
+        }
+
+
+def index_corpus_on_workers(
+    data,
+    encoder_factory: Callable[[], TermEncoder],
+    os_cfg: OpenSearchConfig | None = None,
+    *,
+    client=None,
+    index: str | None = None,
+    bm25_analyzer: str | None = "bigram",
+    bm25_mode: str = "whitespace",
+    recreate: bool = False,
+    encoder: Mapping[str, Any] | None = None,
+    force: bool = False,
+    batch_size: int = 64,
+    num_actors: int = 2,
+    num_cpus_per_actor: float = 0.5,
+    bulk_settings: bool = True,
+    url: str | None = None,
+) -> IndexReport:
+    """Encode and bulk-index from Ray Data workers straight into OpenSearch (parallel bulk writers).
+
+    ``data`` is a RetrievalData (its corpus table) or a ``ray.data.Dataset`` with ``doc_id``/``title``/``text``
+    columns that workers read themselves (e.g. ``ray.data.read_parquet``), so documents never pass through the
+    driver. ``num_actors`` writers run concurrently, each retrying 429s with back-off. ``bulk_settings`` applies
+    :data:`BULK_LOAD_SETTINGS` during the load and restores them. After a refresh the index's count is checked
+    against the distinct ids written; a shortfall raises. A failed bulk request raises :class:`IndexInterrupted`
+    with the count of documents from the batches that had finished.
+    """
+    import ray
+
+    os_cfg = os_cfg or OpenSearchConfig()
+    client = client or make_client(os_cfg)
+    index = index or os_cfg.index
+    mode = bm25_mode if bm25_analyzer or bm25_mode != "whitespace" else "standard"
+    if isinstance(data, ray.data.Dataset):
+        dataset = data
+        with_date = "date" in dataset.schema().names
+    else:
+        corpus = data.corpus
+        with_date = corpus.column("date").null_count < corpus.num_rows if corpus.num_rows else False
+        columns = ["doc_id", "title", "text"] + (["date"] if with_date else [])
+        dataset = ray.data.from_arrow(corpus.select(columns))
+    mapping = index_mapping(with_date=with_date, bm25_mode=mode, encoder=encoder)
+    forced = prepare_index(client, index, mapping, encoder, recreate=recreate, force=force)
+    report = IndexReport(index=index, forced=forced)
+    start = time.perf_counter()
+    written = dataset.map_batches(
+        _EncodeIndexActor,
+        fn_constructor_args=(
+            encoder_factory,
+            bm25_analyzer if mode == "whitespace" else None,
+            mode != "whitespace",
+            os_cfg,
+            url or os_cfg.url,
+            index,
+            os_cfg.bulk_batch_size,
+            os_cfg.max_retries,
+        ),
+        batch_size=batch_size,
+        batch_format="numpy",
+        compute=ray.data.ActorPoolStrategy(size=num_actors),
+        num_cpus=num_cpus_per_actor,
+    )
+    ids: set[str] = set()
+    with bulk_load_settings(client, index, enabled=bulk_settings):
+        try:
+            for row in written.iter_rows():
+                status = str(row["outcome"])
+                if status == "ok":
+                    ids.add(str(row["doc_id"]))
+                elif status.startswith("fail:"):
+                    report.failed.append(json.loads(status[5:]))
+                else:
+                    report.skip(status[5:])
+                if row["terms"]:
+                    terms = json.loads(row["terms"])
+                    report.terms.merge(SanitizeReport(**terms))
+        except Exception as exc:  # a worker's bulk request failed as a whole (server gone, 5xx after retries)
+            report.indexed = len(ids)
+            report.seconds = time.perf_counter() - start
+            raise IndexInterrupted(
+                f"index {index!r}: a worker's bulk request failed ({_short(exc)}); stopped with "
+                f"{report.indexed} documents written by the batches that had finished",
+                report,
+            ) from exc
+    report.indexed = len(ids)
+    client.indices.refresh(index=index)
+    report.doc_count = int(client.count(index=index)["count"])
+    report.seconds = time.perf_counter() - start
+    if report.doc_count < report.indexed:
+        raise OpenSearchError(
+            f"index {index!r} holds {report.doc_count} documents after workers wrote {report.indexed} distinct ids"
+        )
+    return report
