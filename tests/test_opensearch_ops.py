@@ -167,3 +167,45 @@ def test_data_survives_restart_and_a_dying_server_stops_indexing_at_the_first_fa
         assert not client.indices.exists(index="kept")
     finally:
         _script("stop")
+
+
+def test_workers_write_straight_into_opensearch_like_the_driver_path(client, index_name, klue, ray_local):
+    from raysparse.config import OpenSearchConfig
+    from raysparse.opensearch import (
+        BULK_LOAD_SETTINGS,
+        index_corpus_on_workers,
+        lexical_encoder_factory,
+        make_client,
+    )
+
+    url = "http://{host}:{port}".format(**client.transport.hosts[0])
+    cfg = OpenSearchConfig(url=url, bulk_batch_size=40)
+    identity = encoder_identity(lexical_analyzer="bigram")
+    report = index_corpus_on_workers(
+        klue,
+        lexical_encoder_factory("bigram"),
+        cfg,
+        index=index_name,
+        encoder=identity,
+        num_actors=2,
+        batch_size=30,
+    )
+    assert report.indexed == klue.corpus.num_rows == report.doc_count and not report.failed
+    assert report.terms.kept > 0 and index_meta(client, index_name)["encoder"] == identity
+    settings = client.indices.get_settings(index=index_name, flat_settings=True)[index_name]["settings"]
+    assert settings.get("index.refresh_interval") != BULK_LOAD_SETTINGS["refresh_interval"]  # restored
+    assert settings.get("index.translog.durability", "request").lower() == "request"
+
+    # the same vectors as the in-process path writes
+    reference = f"{index_name}-ref"
+    try:
+        create_index(client, reference, index_mapping())
+        index_documents(
+            make_client(url=url), reference, klue.corpus.slice(0, 5).to_pylist(), lexical_term_weights
+        )
+        for doc_id in klue.corpus.column("doc_id").to_pylist()[:5]:
+            ours = client.get(index=index_name, id=doc_id)["_source"]
+            ref = client.get(index=reference, id=doc_id)["_source"]
+            assert ours["sparse"] == ref["sparse"] and ours["bm25"] == ref["bm25"]
+    finally:
+        client.indices.delete(index=reference, ignore_unavailable=True)
