@@ -104,15 +104,31 @@ def exported(shared_data, tmp_path_factory):
     return root / "model", bundles
 
 
-def _texts(klue) -> list[str]:
-    corpus = klue.corpus.column("text").to_pylist()
+def _tokens(model_dir: Path, text: str) -> int:
+    from raysparse.model import SparseEncoder
+
+    return len(SparseEncoder.from_pretrained(model_dir).tokenizer(text)["input_ids"])
+
+
+def _texts(klue, model_dir: Path, window: int) -> list[str]:
+    """Korean, English, mixed, and the longest KLUE passage that still fits one window of the bundle."""
+    corpus = sorted(klue.corpus.column("text").to_pylist(), key=len, reverse=True)
+    longest_fitting = next(t for t in corpus if _tokens(model_dir, t) <= window)
     return [
         "대한민국의 수도는 어디인가요?",
         "How do sparse retrieval models expand a query?",
         "서울 지하철 2호선의 total length는 몇 km인가?",
         "BTS 방탄소년단 Dynamite 빌보드 Hot 100 1위 (2020년)",
-        max(corpus, key=len),  # a long document: the bundle's truncation decides what is encoded
+        longest_fitting,
     ]
+
+
+def _compare(function_name: str, texts, server, local) -> None:
+    for text, s, e in zip(texts, server, local, strict=True):
+        s = {t: w for t, w in s.items() if w > 0}
+        assert set(s) == set(e), (function_name, text[:40], sorted(set(s) ^ set(e))[:10])
+        diff = max(abs(s[t] - e[t]) for t in e)
+        assert diff < 1e-5, (function_name, text[:40], diff)
 
 
 def _truncation(zip_path: Path) -> int:
@@ -120,7 +136,9 @@ def _truncation(zip_path: Path) -> int:
         return int(json.loads(zf.read("tokenizer.json"))["truncation"]["max_length"])
 
 
-def _in_process(model_dir: Path, texts: list[str], is_query: bool, max_length: int) -> list[dict[str, float]]:
+def _in_process(
+    model_dir: Path, texts: list[str], is_query: bool, max_length: int | None
+) -> list[dict[str, float]]:
     from raysparse.model import SparseEncoder
 
     model = SparseEncoder.from_pretrained(model_dir).eval()
@@ -144,8 +162,10 @@ def test_every_exported_bundle_deploys_and_predicts_like_in_process(
 ):
     model_dir, bundles = exported
     assert set(bundles) == {"SPARSE_ENCODING", "SPARSE_TOKENIZE"}  # what the exporter writes for this model
-    texts = _texts(klue)
     for function_name, bundle in bundles.items():
+        window = _truncation(bundle)
+        texts = _texts(klue, model_dir, window)
+        assert _tokens(model_dir, texts[-1]) > window // 2  # a long document, not another short one
         code, out, err = _deploy_cli(ml_url, bundle, capsys)
         assert code == 0, err
         model_id = out.strip().splitlines()[-1]
@@ -158,12 +178,25 @@ def test_every_exported_bundle_deploys_and_predicts_like_in_process(
 
         server = predict_sparse(ml_client, model_id, texts)
         is_query = function_name == "SPARSE_TOKENIZE"
-        local = _in_process(model_dir, texts, is_query, _truncation(bundle))
-        for text, s, e in zip(texts, server, local, strict=True):
-            s = {t: w for t, w in s.items() if w > 0}
-            assert set(s) == set(e), (function_name, text[:40], sorted(set(s) ^ set(e))[:10])
-            diff = max(abs(s[t] - e[t]) for t in e)
-            assert diff < 1e-5, (function_name, text[:40], diff)
+        _compare(function_name, texts, server, _in_process(model_dir, texts, is_query, window))
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(
+    strict=True,
+    reason="known gap: a SPARSE_ENCODING bundle encodes a document's first window only, SparseEncoder reads it whole "
+    "in windows (raysparse/export.py, docs/encoding.md); strict: passes -> remove this mark",
+)
+def test_documents_longer_than_one_window_match_in_process(ml_client, exported, klue):
+    model_dir, bundles = exported
+    bundle = bundles["SPARSE_ENCODING"]
+    window = _truncation(bundle)
+    text = max(klue.corpus.column("text").to_pylist(), key=len)
+    assert _tokens(model_dir, text) > window
+    deployed = deploy_bundle(ml_client, bundle)
+    server = predict_sparse(ml_client, deployed.model_id, [text])
+    local = _in_process(model_dir, [text], False, None)
+    _compare("SPARSE_ENCODING", [text], server, local)
 
 
 @pytest.mark.slow
