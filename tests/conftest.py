@@ -85,7 +85,7 @@ def os_url():
     if not url:
         script = REPO_ROOT / "scripts" / "opensearch.sh"
         proc = subprocess.run(
-            [str(script), "start", "--port", str(OPENSEARCH_TEST_PORT)],
+            [str(script), "start", "--fresh", "--port", str(OPENSEARCH_TEST_PORT)],
             capture_output=True,
             text=True,
             timeout=900,

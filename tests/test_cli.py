@@ -21,6 +21,7 @@ COMMANDS = [
     "encode",
     "index",
     "search",
+    "deploy",
     "time-weights",
     "synonyms",
 ]

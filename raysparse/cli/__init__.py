@@ -35,6 +35,7 @@ Pipeline, one subcommand per stage:
   tune       Ray Tune sweeps of the loss weights alpha/beta/gamma
   export     TorchScript, ONNX and OpenSearch model bundles
   index      encode a corpus and bulk-index it into OpenSearch
+  deploy     register + deploy an exported model bundle in OpenSearch ml-commons
   search     query OpenSearch and show the matched terms
   pull       copy a model or run from cluster storage (path, s3://, gs://, file://) to a local directory
 

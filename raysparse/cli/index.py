@@ -57,12 +57,29 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--top-k", type=int, help="keep at most K terms per document (default: all > 0)")
     parser.add_argument("--recreate", action="store_true", help="drop and recreate the index first")
+    parser.add_argument(
+        "--force",
+        action="store_true",
+        help=(
+            "index even when the index records another encoder (model hash, lengths, top-k, query mode) than this "
+            "run's, or none while holding documents; the new encoder is recorded, the old one kept beside it"
+        ),
+    )
     parser.add_argument("--actors", type=int, default=1, help="encoder actors (Ray Data actor pool size)")
     parser.add_argument(
         "--cpus-per-actor", type=float, default=1.0, help="CPUs per encoder actor (fractional ok)"
     )
     parser.add_argument("--batch-size", type=int, default=32, help="documents per encoder batch")
     parser.add_argument("--no-ray", action="store_true", help="encode in this process instead of on Ray Data")
+    parser.add_argument(
+        "--direct",
+        action="store_true",
+        help=(
+            "Ray Data workers bulk-write to OpenSearch themselves (--actors parallel writers, 429 back-off, "
+            "refresh off and no replicas during the load, restored after) instead of sending vectors to this "
+            "process; the final count is checked"
+        ),
+    )
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
     add_config_args(parser)
     parser.set_defaults(func=run)
@@ -85,34 +102,49 @@ def run(args: argparse.Namespace) -> int:
 
     from raysparse.data import load_source
     from raysparse.opensearch import (
+        EncoderMismatch,
+        IndexInterrupted,
         OpenSearchError,
-        create_index,
+        ServerUnreachable,
+        check_reachable,
+        encoder_identity,
         index_corpus,
+        index_corpus_on_workers,
         index_documents,
         index_mapping,
         lexical_encoder_factory,
         make_client,
         model_encoder_factory,
+        prepare_index,
     )
 
+    url, index = cfg.opensearch.url, cfg.opensearch.index
+    client = make_client(cfg.opensearch)
+    try:
+        # before loading data or a model: a stopped server is one line, not a traceback minutes later
+        check_reachable(client, url)
+    except ServerUnreachable as err:
+        print(f"raysparse index: {err}", file=sys.stderr)
+        return 2
     data = load_source(cfg.data)
     for report in data.reports:
         print(report, file=sys.stderr)
     print(f"data: {data.summary()}", file=sys.stderr)
-    factory = (
-        model_encoder_factory(args.model, top_k=args.top_k)  # lengths/windows: the model's spec
-        if args.model
-        else lexical_encoder_factory("bigram")
-    )
+    if args.model:
+        # lengths/windows: the model's saved encoding spec (raysparse.json, covered by the model hash)
+        factory = model_encoder_factory(args.model, top_k=args.top_k)
+        encoder = encoder_identity(args.model, doc_top_k=args.top_k)
+    else:
+        factory = lexical_encoder_factory("bigram")
+        encoder = encoder_identity(lexical_analyzer="bigram")
     try:
         if args.no_ray:
-            client = make_client(cfg.opensearch)
             with_date = data.corpus.column("date").null_count < data.corpus.num_rows
-            mapping = index_mapping(with_date=with_date, bm25_mode=args.bm25_mode)
-            create_index(client, cfg.opensearch.index, mapping, recreate=args.recreate)
+            mapping = index_mapping(with_date=with_date, bm25_mode=args.bm25_mode, encoder=encoder)
+            forced = prepare_index(client, index, mapping, encoder, recreate=args.recreate, force=args.force)
             report = index_documents(
                 client,
-                cfg.opensearch.index,
+                index,
                 data.corpus.to_pylist(),
                 factory(),
                 bm25_analyzer=args.bm25_analyzer if args.bm25_mode == "whitespace" else None,
@@ -120,21 +152,33 @@ def run(args: argparse.Namespace) -> int:
                 bulk_batch_size=cfg.opensearch.bulk_batch_size,
                 max_retries=cfg.opensearch.max_retries,
             )
+            report.forced = forced
         else:
             from raysparse.ray_utils import init_ray
 
             init_ray(cfg.ray.address)
-            report = index_corpus(
+            indexer = index_corpus_on_workers if args.direct else index_corpus
+            report = indexer(
                 data,
                 factory,
                 cfg.opensearch,
+                client=client,
                 bm25_analyzer=args.bm25_analyzer,
                 bm25_mode=args.bm25_mode,
                 recreate=args.recreate,
+                encoder=encoder,
+                force=args.force,
                 batch_size=args.batch_size,
                 num_actors=args.actors,
                 num_cpus_per_actor=args.cpus_per_actor,
             )
+    except EncoderMismatch as err:
+        print(f"raysparse index: {err}", file=sys.stderr)
+        return 2
+    except IndexInterrupted as err:
+        print(f"raysparse index: {err} (OpenSearch at {url})", file=sys.stderr)
+        print(json.dumps(err.report.as_dict(), ensure_ascii=False, indent=2) if args.json else err.report)
+        return 1
     except OpenSearchError as err:
         print(f"raysparse index: {err}", file=sys.stderr)
         return 1

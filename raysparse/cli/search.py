@@ -26,6 +26,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--index", help="index name (opensearch.index)")
     parser.add_argument("--model", metavar="DIR", help="SparseEncoder directory (query side)")
     parser.add_argument("--lexical", action="store_true", help="model-free lexical query weights instead")
+    parser.add_argument(
+        "--server-encode",
+        metavar="MODEL_ID",
+        help=(
+            "encode the query on the server with this deployed ml-commons model (`raysparse deploy` prints the id): "
+            "_predict, then the sparse query, as an OpenSearch user would; --model DIR, when given as well, is "
+            "only used to check the index's recorded encoder"
+        ),
+    )
+    parser.add_argument(
+        "--force",
+        action="store_true",
+        help="search even when the index records another encoder (model hash, query length, mode) than --model",
+    )
     parser.add_argument("--mode", choices=["sparse", "bm25", "hybrid"], default="sparse")
     parser.add_argument("--bm25-analyzer", choices=["bigram", "kiwi"], default="bigram")
     parser.add_argument(
@@ -45,30 +59,62 @@ def run(args: argparse.Namespace) -> int:
     overrides = [f"opensearch.url={args.url}"] if args.url else []
     overrides += [f"opensearch.index={args.index}"] if args.index else []
     cfg = config_from_args(args, overrides)
-    if args.mode != "bm25" and bool(args.model) == bool(args.lexical):
-        raise ConfigError(f"--mode {args.mode} needs exactly one of --model DIR or --lexical")
+    if args.mode != "bm25" and not args.server_encode and bool(args.model) == bool(args.lexical):
+        raise ConfigError(
+            f"--mode {args.mode} needs exactly one of --model DIR, --lexical or --server-encode"
+        )
+    if args.model and args.lexical:
+        raise ConfigError("give --model DIR or --lexical, not both")
 
     from raysparse.opensearch import (
+        EncoderMismatch,
         OpenSearchError,
+        ServerUnreachable,
+        check_encoder,
+        check_reachable,
+        encoder_identity,
         lexical_term_weights,
         make_client,
         model_query_encoder,
         search,
+        server_query_encoder,
     )
 
+    url, index = cfg.opensearch.url, cfg.opensearch.index
+    client = make_client(cfg.opensearch)
+    try:
+        check_reachable(client, url)
+    except ServerUnreachable as err:
+        print(f"raysparse search: {err}", file=sys.stderr)
+        return 2
+    if not client.indices.exists(index=index):
+        print(f"raysparse search: no index {index!r} at {url}", file=sys.stderr)
+        return 2
     encoder = None
+    wanted = None
     if args.model:
         encoder = model_query_encoder(args.model)  # the model's spec
+        wanted = encoder_identity(args.model)
     elif args.lexical:
         encoder = lexical_term_weights
-    client = make_client(cfg.opensearch)
-    if not client.indices.exists(index=cfg.opensearch.index):
-        print(f"raysparse search: no index {cfg.opensearch.index!r} at {cfg.opensearch.url}", file=sys.stderr)
+        wanted = encoder_identity(lexical_analyzer="bigram")
+    try:
+        if wanted is not None and args.mode != "bm25":
+            forced = check_encoder(client, index, wanted, for_search=True, force=args.force)
+            if forced:
+                print(f"raysparse search: --force: searching despite {'; '.join(forced)}", file=sys.stderr)
+        if args.server_encode:
+            encoder = server_query_encoder(client, args.server_encode)
+    except EncoderMismatch as err:
+        print(f"raysparse search: {err}", file=sys.stderr)
+        return 2
+    except OpenSearchError as err:
+        print(f"raysparse search: {err}", file=sys.stderr)
         return 1
     try:
         hits = search(
             client,
-            cfg.opensearch.index,
+            index,
             args.query,
             encoder,
             mode=args.mode,

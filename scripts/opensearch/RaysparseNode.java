@@ -13,6 +13,16 @@ public class RaysparseNode {
         runner.onBuild((number, settings) -> {
             settings.put("discovery.type", "single-node");
             settings.put("network.host", "127.0.0.1");
+            // extra node settings from scripts/opensearch.sh (e.g. ml-commons' for --with-ml), one key=value a line
+            String extra = System.getenv("RAYSPARSE_NODE_SETTINGS");
+            if (extra != null) {
+                for (String line : extra.split("\n")) {
+                    int eq = line.indexOf('=');
+                    if (eq > 0) {
+                        settings.put(line.substring(0, eq).trim(), line.substring(eq + 1).trim());
+                    }
+                }
+            }
         });
         Runtime.getRuntime().addShutdownHook(new Thread(() -> {
             try {
