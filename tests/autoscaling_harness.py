@@ -237,7 +237,7 @@ class FakeAutoscalingHead:
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
-    def start(self, timeout: float = 240.0) -> None:
+    def start(self, timeout: float = 420.0) -> None:
         import ray._private.services as services
 
         ip = services.get_node_ip_address()
@@ -264,6 +264,9 @@ class FakeAutoscalingHead:
             "RAY_FAKE_CLUSTER": "1",  # the fake provider refuses to start without it
             "AUTOSCALER_UPDATE_INTERVAL_S": "1",  # as AutoscalingCluster sets it (default 5 s)
             "RAY_DASHBOARD_STARTUP_TIMEOUT_S": "300",  # default 60 s: too short at load 15+ on 2 cores
+            # the raylet aborts when its dashboard agent takes longer than this to come up (seen here at load 16+:
+            # "Timed out waiting for file .../dashboard_agent_listen_port_*", then `ray start --block` stops all)
+            "RAY_agent_register_timeout_ms": "300000",
             "RAYSPARSE_PLACEMENT_WAIT_S": wait_s,  # as cluster.yaml's head start command exports it
             **self.env,
         }
@@ -441,6 +444,8 @@ class FakeAutoscalingHead:
         sid = f"rs-{uuid.uuid4().hex[:10]}"
         env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}
         env.pop("RAY_ADDRESS", None)
+        res = None
+        out = ""
         cmd = [
             ray_cli(),
             "job",
@@ -456,7 +461,14 @@ class FakeAutoscalingHead:
         # the job agent starts a little after the dashboard answers, and on a loaded machine the dashboard can drop
         # a request: retry those, but never submit twice (a dropped reply may still have created the job)
         for _attempt in range(20):
-            res = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+            if self._proc is None or self._proc.poll() is not None:
+                raise RuntimeError("the autoscaling head is not running (see its raylet.out for the cause)")
+            try:
+                res = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=180)
+            except subprocess.TimeoutExpired:
+                if self._submitted(sid):
+                    break
+                continue
             out = res.stdout + res.stderr
             if res.returncode == 0 or self._submitted(sid):
                 break
@@ -465,8 +477,9 @@ class FakeAutoscalingHead:
             ):
                 break
             time.sleep(10)
-        if res.returncode != 0 and not self._submitted(sid):
-            raise RuntimeError(f"ray job submit failed ({res.returncode}):\n{out[-3000:]}")
+        if not self._submitted(sid):
+            code = res.returncode if res is not None else "timed out"
+            raise RuntimeError(f"ray job submit failed ({code}):\n{out[-3000:]}")
         run = JobRun(sid, self.dashboard_url, time.time(), out)
         self._jobs.append(run)
         return run

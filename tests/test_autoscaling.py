@@ -142,7 +142,7 @@ def test_mining_job_scales_a_cpu_pool_node_up_and_down(shared_data, tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(900)
+@pytest.mark.timeout(1800)
 def test_mining_job_finishes_when_its_node_is_lost(shared_data, tmp_path):
     """The cpu_worker running the mining actors is killed (SIGKILL of its raylet and workers: a spot instance taken
     away) while the job runs: the autoscaler replaces it, the actors restart there, and the triples equal the
