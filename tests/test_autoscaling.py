@@ -141,6 +141,7 @@ def test_mining_job_scales_a_cpu_pool_node_up_and_down(shared_data, tmp_path):
     assert report["mode"] == "ray" and report["queries_mined"] == 300
 
 
+@pytest.mark.unverified
 @pytest.mark.slow
 @pytest.mark.timeout(1800)
 def test_mining_job_finishes_when_its_node_is_lost(shared_data, tmp_path):
@@ -246,6 +247,7 @@ def _steps(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
+@pytest.mark.unverified
 @pytest.mark.slow
 @pytest.mark.timeout(1200)
 def test_training_job_waits_for_a_gpu_pool_node_checkpoints_and_resumes_after_losing_it(
@@ -318,6 +320,7 @@ def test_training_job_waits_for_a_gpu_pool_node_checkpoints_and_resumes_after_lo
 # ---------------------------------------------------------------------------------------------------- tune
 
 
+@pytest.mark.unverified
 @pytest.mark.slow
 @pytest.mark.timeout(1500)
 def test_tune_sweep_queues_trials_and_scales_gpu_workers_to_max(shared_data, tmp_path_factory, tmp_path):
