@@ -1,6 +1,6 @@
 """Where a command's results go when it runs on a cluster, and how to bring them back.
 
-``ray job submit --working-dir . -- python jobs/train.py`` runs the command with its working directory set to Ray's
+``ray job submit --working-dir . -- python jobs/pipeline.py`` runs the command with its working directory set to Ray's
 unpacked copy of the upload, inside the head node's session directory. A relative output directory would put the
 model there, where nobody looks and where it is deleted with the session. So inside a Ray job (or when attached to a
 multi-node cluster) a relative ``--out`` / ``output_dir`` is resolved against ``ray.storage_path`` instead
