@@ -9,7 +9,7 @@ is a 4-8 word window of one sentence of a random passage, which is its positive.
 process and writes ``OUT/corpus/part-NNNNN.parquet`` (50,000 passages each), ``OUT/queries.parquet`` and
 ``OUT/qrels.parquet``, so the driver's memory figures are the pipeline's alone.
 
-Pipeline (one local Ray instance over this machine's CPUs; what each row of the table times):
+Pipeline (one local Ray instance over this machine's CPUs, or the one at ``RAY_ADDRESS``; what each row times):
   analysis + index   ``ray.data.read_parquet`` → ``analyze_documents`` tasks → one builder task (index in the
                      object store); the driver holds object references only.
   mining             ``raysparse.mining.mine`` with that index: actors write ``OUT/mined/triples/part-*.parquet``;
@@ -211,6 +211,7 @@ def _baselines(
     vocab[""] = len(indptr) - 2
     retriever.vocab_dict = vocab
     retriever.unique_token_ids_set = set(vocab.values())
+    retriever.nonoccurrence_array = None  # set by index() for BM25L/BM25+ only
     warm = analyze(queries[:20])
     retriever.retrieve(warm, k=top_k, show_progress=False, n_threads=1)
     retriever.retrieve(warm, k=top_k, show_progress=False, n_threads=-1)
@@ -238,6 +239,9 @@ def main() -> None:
     parser.add_argument("--baseline-queries", type=int, default=20_000, help="queries timed with bm25s alone")
     parser.add_argument("--kiwi-sample", type=int, default=300, help="passages for Kiwi's per-core rate")
     parser.add_argument("--no-baselines", action="store_true", help="skip bm25s/analyzer baselines (tests)")
+    parser.add_argument(
+        "--baseline-timeout", type=float, default=1200, help="seconds allowed for the baselines"
+    )
     parser.add_argument(
         "--results", default=None, help="write the Markdown table here (e.g. benchmarks/results/scale.md)"
     )
@@ -269,7 +273,10 @@ def main() -> None:
     cpus = os.cpu_count() or 1
     for attempt in range(3):  # on a loaded VM the raylet can die waiting for its agents; a fresh start helps
         try:
-            ray.init(num_cpus=cpus, include_dashboard=False, log_to_driver=False)
+            if os.environ.get("RAY_ADDRESS"):  # a running `ray start --head` (its CPUs are the machine's)
+                ray.init(log_to_driver=False)
+            else:
+                ray.init(num_cpus=cpus, include_dashboard=False, log_to_driver=False)
             break
         except Exception as err:
             print(f"ray.init failed ({err}); retrying", flush=True)
@@ -307,7 +314,13 @@ def main() -> None:
             sample = pq.read_table(sorted((work / "corpus").glob("part-*.parquet"))[0]).column("text")
             docs = sample.to_pylist()[:5000]
             task = ray.remote(num_cpus=cpus)(_baselines)
-            base = ray.get(task.remote(index_ref, qtexts, docs, args.analyzer, args.kiwi_sample, args.top_k))
+            try:  # bm25s JIT-compiles its kernels in that process: minutes on a loaded VM, bounded here
+                base = ray.get(
+                    task.remote(index_ref, qtexts, docs, args.analyzer, args.kiwi_sample, args.top_k),
+                    timeout=args.baseline_timeout,
+                )
+            except ray.exceptions.GetTimeoutError:
+                print(f"baselines did not finish in {args.baseline_timeout} s: not measured", flush=True)
     driver_peak = driver_peak_mb()
     ray.shutdown()
 

@@ -69,10 +69,11 @@ class MiningConfig(_Section):
     # Queries per output shard (triples/part-NNNNN.parquet, written by the worker that mined it). Independent of
     # batch_size, so the files do not change when batching or worker counts do.
     shard_rows: int = Field(default=8192, ge=1)
-    # Inputs with fewer queries AND fewer documents than this run in-process even when Ray is requested: starting
-    # Ray and its actors costs more than mining them (benchmarks/results/mining.md, "in-process threshold").
-    # 0 = always use Ray when asked.
-    in_process_below: int = Field(default=20000, ge=0)
+    # Inputs with fewer queries AND fewer documents than this run in-process even when Ray is requested. Measured
+    # (benchmarks/results/mining.md, idle 2-core VM, 12k docs / 20k queries): in-process 3.6 s vs Ray 8.0 s, i.e.
+    # >= 4.4 s of fixed Ray cost against 5.5k q/s in-process; with two actors at most ~2x faster, Ray only wins
+    # beyond ~50k queries on one node. 0 = always use Ray when asked (tests of the Ray path set this).
+    in_process_below: int = Field(default=50000, ge=0)
     # numba threads for the top-k kernel of the in-process miner (0 = all cores). 1 by default: on a loaded
     # machine numba's thread pool was measured 6x slower than one thread (benchmarks/results/mining.md).
     threads: int = Field(default=1, ge=0)

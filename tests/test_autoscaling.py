@@ -27,6 +27,8 @@ from autoscaling_harness import (
     placement_wait_from_cluster_yaml,
 )
 
+from raysparse.mining import triples_files
+
 MINER_CLASS = "MapWorker"  # Ray Data's actor-pool actors (see tests/test_failures.py)
 IDLE_TIMEOUT_MIN = 0.25  # the harness default: 15 s instead of cluster.yaml's 10 minutes
 
@@ -40,13 +42,13 @@ def _write_beir(shared_data: Path, out: Path, limit: int | None, langs: tuple[st
     return out
 
 
-def _mine_locally(beir: Path, out: Path, *overrides: str) -> Path:
-    """The single-process reference: the same CLI with --no-ray."""
+def _mine_locally(beir: Path, out: Path, *overrides: str) -> dict[str, bytes]:
+    """The single-process reference: the same CLI with --no-ray; its triples shards by name."""
     from raysparse.cli import main
 
     sets = [x for o in overrides for x in ("--set", o)]
     assert main(["mine", "--beir", str(beir), "--out", str(out), "--no-ray", *sets]) == 0
-    return out / "triples.parquet"
+    return triples_files(out)
 
 
 def _new_nodes(head: FakeAutoscalingHead, before: set[str], resource: str) -> list[dict]:
@@ -99,7 +101,8 @@ def test_mining_job_scales_a_cpu_pool_node_up_and_down(shared_data, tmp_path):
 
     ray.shutdown()
     beir = _write_beir(shared_data, tmp_path / "beir", limit=300)
-    overrides = ["mining.analyzer=bigram", "mining.batch_size=25", "mining.resources={cpu_pool: 1}"]
+    overrides = ["mining.analyzer=bigram", "mining.batch_size=25", "mining.shard_rows=25",
+                 "mining.resources={cpu_pool: 1}", "mining.in_process_below=0"]  # fmt: skip
     expected = _mine_locally(beir, tmp_path / "local", *overrides)
     out = tmp_path / "mined"
     with FakeAutoscalingHead(idle_timeout_minutes=IDLE_TIMEOUT_MIN) as head:
@@ -136,7 +139,7 @@ def test_mining_job_scales_a_cpu_pool_node_up_and_down(shared_data, tmp_path):
         )
         # released by the autoscaler (idle), not lost: the node left cleanly and the pool is empty again
         assert not head.alive_nodes("cpu_pool")
-    assert (out / "triples.parquet").read_bytes() == expected.read_bytes()
+    assert triples_files(out) == expected
     report = json.loads((out / "mining_report.json").read_text())
     assert report["mode"] == "ray" and report["queries_mined"] == 300
 
@@ -154,7 +157,8 @@ def test_mining_job_finishes_when_its_node_is_lost(shared_data, tmp_path):
     # 2000 Korean and English queries in batches of 5: hundreds of batches, so the stage is still running when the
     # node goes (bigram analysis: Kiwi's index build alone takes minutes on the loaded 2-core machine)
     beir = _write_beir(shared_data, tmp_path / "beir", limit=None, langs=("kor", "eng"))
-    overrides = ["mining.analyzer=bigram", "mining.batch_size=5", "mining.resources={cpu_pool: 1}"]
+    overrides = ["mining.analyzer=bigram", "mining.batch_size=5", "mining.shard_rows=5",
+                 "mining.resources={cpu_pool: 1}", "mining.in_process_below=0"]  # fmt: skip
     expected = _mine_locally(beir, tmp_path / "local", *overrides)
     out = tmp_path / "mined"
     with FakeAutoscalingHead(idle_timeout_minutes=IDLE_TIMEOUT_MIN, max_workers_cap=2) as head:
@@ -196,8 +200,7 @@ def test_mining_job_finishes_when_its_node_is_lost(shared_data, tmp_path):
         actors = head.actors(MINER_CLASS, job_id)
         assert any(a["node_id"] != victim["node_id"] for a in actors), "no actor ran after the kill"
         print(f"node killed; a replacement cpu_worker was up {t_replaced - killed_at:.1f} s later")
-    got = out / "triples.parquet"
-    assert got.read_bytes() == expected.read_bytes()
+    assert triples_files(out) == expected
 
 
 # ---------------------------------------------------------------------------------------------------- training

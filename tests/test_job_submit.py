@@ -173,6 +173,8 @@ def test_ray_job_submit_runs_jobs_mine(shared_data, tmp_path):
             "5",
             "--random",
             "2",
+            "--set",
+            "mining.in_process_below=0",  # 40 queries: the Ray path is what this test submits
         )
         log = result.stdout + result.stderr
         assert result.returncode == 0, log[-4000:]
