@@ -235,7 +235,8 @@ def test_bad_beir_qrels_and_dictionary_are_reported(tmp_path, klue):
     swapped = tmp_path / "swapped.tsv"
     swapped.write_text("model\t모델\nsearch\t검색\n", encoding="utf-8")
     pairs, report = dictionary_pairs(swapped)
-    assert pairs == [] and report.num_skipped == 2 and "Hangul" in str(report)
+    # one glossary reader (raysparse.data.read_term_file) detects an en<TAB>ko file without a header
+    assert pairs == [("모델", "model"), ("검색", "search")] and report.num_skipped == 0
 
 
 @pytest.mark.slow
