@@ -44,6 +44,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import pyarrow as pa
 
+from raysparse.data.common import iter_lines, load_json, read_text
 from raysparse.data.errors import DataFormatError
 from raysparse.schemas import SENTENCE_PAIRS, TERM_PAIRS, TRIPLES, ReadReport
 
@@ -327,8 +328,7 @@ class BilingualDictionary:
     # --- readers -------------------------------------------------------------------------------------------
     def _add_tsv(self, path: Path) -> ReadReport:
         report = ReadReport(str(path))
-        with path.open(encoding="utf-8-sig") as fh:
-            lines = fh.read().splitlines()
+        lines = [line for _, line in iter_lines(path)]  # names the file and line of a non-UTF-8 byte
         ko_col, en_col, first = _tsv_layout(path, lines)
         level_col = _level_column(lines[first - 1]) if first > 0 else None
         for lineno in range(first, len(lines)):
@@ -355,7 +355,7 @@ class BilingualDictionary:
     def _add_json(self, path: Path) -> ReadReport:
         report = ReadReport(str(path))
         try:
-            data = json.loads(path.read_text(encoding="utf-8-sig"))
+            data = json.loads(read_text(path))
         except json.JSONDecodeError as err:
             raise DictionaryFormatError(f"{path}:{err.lineno}:{err.colno}: invalid JSON: {err.msg}") from None
         if isinstance(data, dict):  # {ko: [en, ...]} or {ko: en}
@@ -374,15 +374,14 @@ class BilingualDictionary:
 
     def _add_jsonl(self, path: Path) -> ReadReport:
         report = ReadReport(str(path))
-        with path.open(encoding="utf-8-sig") as fh:
-            for lineno, line in enumerate(fh, 1):
-                if not line.strip():
-                    continue
-                try:
-                    item = json.loads(line)
-                except json.JSONDecodeError as err:
-                    raise DictionaryFormatError(f"{path}:{lineno}: invalid JSON: {err.msg}") from None
-                self._add_record(item, f"{path}:{lineno}", path.name, report)
+        for lineno, line in iter_lines(path):
+            if not line.strip():
+                continue
+            try:
+                item = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise DictionaryFormatError(f"{path}:{lineno}: invalid JSON: {err.msg}") from None
+            self._add_record(item, f"{path}:{lineno}", path.name, report)
         return report
 
     def _add_record(self, item: Any, where: str, source: str, report: ReadReport) -> None:
@@ -556,9 +555,8 @@ def read_sentence_pairs(path: str | Path) -> tuple[pa.Table, ReadReport]:
         raise FileNotFoundError(f"parallel text file not found: {path}")
     if path.suffix == ".jsonl":
         return read_parallel_jsonl(path)
-    with path.open(encoding="utf-8-sig") as fh:
-        first = next((line for line in fh if line.strip()), "")
-    cols = first.rstrip("\n").split("\t")
+    first = next((line for _, line in iter_lines(path) if line.strip()), "")
+    cols = first.split("\t")
     if len(cols) >= 2 and not _HANGUL.search(cols[0]) and _HANGUL.search(cols[1]):
         return read_tatoeba(path)
     return read_parallel_tsv(path)
@@ -1062,13 +1060,20 @@ def iter_query_file(path: str | Path) -> Iterator[str]:
     path = Path(path)
     if path.suffix in (".json", ".jsonl"):
         if path.suffix == ".json":
-            items = json.loads(path.read_text(encoding="utf-8-sig"))
+            items = load_json(path)  # names the file, line and column of bad JSON or a non-UTF-8 byte
             if not isinstance(items, list):
                 raise DictionaryFormatError(f"{path}: expected a JSON list of queries")
         else:
-            items = [
-                json.loads(line) for line in path.read_text(encoding="utf-8-sig").splitlines() if line.strip()
-            ]
+            items = []
+            for line_no, line in iter_lines(path):
+                if not line.strip():
+                    continue
+                try:
+                    items.append(json.loads(line))
+                except json.JSONDecodeError as err:
+                    raise DictionaryFormatError(
+                        f"{path} line {line_no}: invalid JSON at column {err.colno}: {err.msg}"
+                    ) from None
         for i, item in enumerate(items):
             if isinstance(item, str):
                 yield item
@@ -1079,6 +1084,6 @@ def iter_query_file(path: str | Path) -> Iterator[str]:
                     f"{path}: record {i}: expected a string or an object with 'query'/'text'"
                 )
     else:
-        for line in path.read_text(encoding="utf-8-sig").splitlines():
+        for _, line in iter_lines(path):
             if line.strip():
                 yield line.strip()

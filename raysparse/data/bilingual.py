@@ -13,7 +13,7 @@ from typing import Any
 import pyarrow as pa
 
 from raysparse.analyzers import hangul_ratio
-from raysparse.data.common import get_field, iter_jsonl, load_json, log
+from raysparse.data.common import get_field, iter_jsonl, iter_lines, load_json, log, read_text
 from raysparse.data.errors import DataFormatError
 from raysparse.schemas import SENTENCE_PAIRS, TERM_PAIRS, ReadReport
 
@@ -49,12 +49,10 @@ class _PairCollector:
 
 def _tsv_rows(path: Path) -> Iterable[tuple[int, list[str]]]:
     """(line number, fields) of the non-blank, non-comment lines of a UTF-8 (optionally BOM-marked) TSV."""
-    with path.open(encoding="utf-8-sig", newline="") as fh:
-        for line_no, line in enumerate(fh, 1):
-            line = line.rstrip("\r\n")
-            if not line.strip() or line.startswith("#"):
-                continue
-            yield line_no, line.split("\t")
+    for line_no, line in iter_lines(path):
+        if not line.strip() or line.startswith("#"):
+            continue
+        yield line_no, line.split("\t")
 
 
 def read_glossary_tsv(
@@ -154,10 +152,7 @@ def read_synonym_json(path: str | Path):
 def _lines(path: Path) -> list[str]:
     """Lines split on ``\\n`` only: ``str.splitlines`` also splits on U+2028 and friends, which would shift one
     side of a parallel corpus against the other."""
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except UnicodeDecodeError as err:
-        raise DataFormatError(f"{path}: not UTF-8 text (byte {err.start}): {err.reason}") from None
+    text = read_text(path)
     if text.endswith("\n"):
         text = text[:-1]
     return [line.rstrip("\r") for line in text.split("\n")] if text else []
