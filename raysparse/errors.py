@@ -94,6 +94,8 @@ def user_error_message(err: BaseException) -> str | None:
         return connection
     if isinstance(err, OSError) and err.filename is not None:
         return f"{err.filename}: {err.strerror or err}"
+    if isinstance(err, (FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError)):
+        return str(err)  # raised by our readers with a message that names the path
     if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT):
         return f"{err.strerror}: {err}"
     # decoding errors a reader did not wrap: still the user's file, not our bug (readers name the file themselves)

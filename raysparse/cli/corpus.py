@@ -141,8 +141,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _fail(command: str, err: Exception) -> int:
+    """A user error (bad input file or option): one line, exit 2 (the policy of raysparse.cli.main)."""
     print(f"raysparse corpus {command}: {err}", file=sys.stderr)
-    return 1
+    return 2
 
 
 def run_wikipedia(args: argparse.Namespace) -> int:
