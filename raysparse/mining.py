@@ -759,10 +759,14 @@ def write_triples(table: pa.Table, out_dir: str | Path) -> Path:
     """Write the triples sorted by query_id into one Parquet file (byte-identical for identical rows)."""
     import pyarrow.parquet as pq
 
+    from raysparse.outputs import atomic_target
+
     path = Path(out_dir) / TRIPLES_FILE
-    path.parent.mkdir(parents=True, exist_ok=True)
     table = table.sort_by("query_id").cast(TRIPLES).combine_chunks().replace_schema_metadata(None)
-    pq.write_table(table, path, row_group_size=4096, compression="zstd")
+    with atomic_target(
+        path
+    ) as tmp:  # a killed run leaves .triples.parquet.partial, never a short triples.parquet
+        pq.write_table(table, tmp, row_group_size=4096, compression="zstd")
     return path
 
 
@@ -827,8 +831,10 @@ def mine(
     hard_per_row = [sum(1 for k in row if k == "hard") for row in table.column("negative_kinds").to_pylist()]
     report.queries_short_of_hard = sum(1 for n in hard_per_row if n < cfg.num_hard_negatives)
     report.timings["total"] = time.perf_counter() - t_start
-    (Path(out_dir) / REPORT_FILE).write_text(
-        json.dumps(report.to_dict(), indent=2, ensure_ascii=False) + "\n"
+    from raysparse.outputs import atomic_write_text
+
+    atomic_write_text(
+        Path(out_dir) / REPORT_FILE, json.dumps(report.to_dict(), indent=2, ensure_ascii=False) + "\n"
     )
     log.info("%s", report)
     return report

@@ -991,9 +991,13 @@ def consolidate_checkpoint(
         if result.unexpected_keys:
             raise ValueError(f"checkpoint {ckpt}: unexpected parameters {result.unexpected_keys[:5]}")
         _check_missing_are_tied(model, result.missing_keys, ckpt)
+    from raysparse.outputs import atomic_target
+
     out = Path(out_model_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(str(out))
+    with atomic_target(
+        out
+    ) as tmp:  # OUT/model appears complete or not at all (a killed run leaves .model.partial)
+        model.save_pretrained(str(tmp))
     return out
 
 
@@ -1215,6 +1219,7 @@ def run_training(
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
+    from raysparse.outputs import atomic_write_text
     from raysparse.ray_utils import init_ray
 
     tc = cfg.train
@@ -1278,7 +1283,7 @@ def run_training(
     with best.as_directory() as local:  # downloads when storage is remote (s3://, gs://)
         model_dir = consolidate_checkpoint(local, out / "model", tc)
     history = _read_history(out) or sorted((m for _, m in candidates), key=lambda m: m.get("step", 0))
-    (out / "best_metrics.json").write_text(json.dumps(best_metrics, indent=2))
+    atomic_write_text(out / "best_metrics.json", json.dumps(best_metrics, indent=2))
     return TrainResult(model_dir, dict(best_metrics), history, str(best_path))
 
 
