@@ -67,7 +67,7 @@ def _connection_message(err: BaseException) -> str | None:
     if module.startswith(("requests", "urllib3", "httpx", "opensearchpy")) and (
         "Connection" in name or "Timeout" in name or "ConnectError" in name
     ):
-        return f"cannot reach the server: {_first_line(str(err))}"
+        return f"cannot reach the server: {_first_line(str(err)).split(' caused by: ')[0]}"
     return None
 
 

@@ -5,16 +5,13 @@ unrelated earlier run; the same run resumes, says so, and ``--resume never|auto|
 from __future__ import annotations
 
 import json
+import logging
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
 from test_train import session_inputs
-
-REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
@@ -52,22 +49,28 @@ def _train_args(inputs: dict[str, object], triples: str, out: Path, max_steps: i
     return args
 
 
-def _cli(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
-    env = {
-        **os.environ,
-        "PYTHONPATH": str(REPO),
-        "RAY_ADDRESS": "local",  # a private local Ray per command: never join a cluster another process started
-        "DS_ACCELERATOR": "cpu",
-        "RAY_USAGE_STATS_ENABLED": "0",
-    }
-    return subprocess.run(
-        [sys.executable, "-m", "raysparse", *args],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
+@pytest.fixture
+def own_ray():
+    """One private local Ray for the whole test (``address="local"``: never join a cluster someone else started)."""
+    import ray
+
+    ray.shutdown()
+    # a loaded 2-core machine can take longer than Ray's default 60 s to register the raylet
+    os.environ.setdefault("RAY_raylet_start_wait_time_s", "300")
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield ray
+    ray.shutdown()
+
+
+def _cli(args: list[str], caplog, capsys) -> tuple[int, str]:
+    """Run ``raysparse ARGS`` in this process; return the exit code and what it said (stderr + log records)."""
+    from raysparse.cli import main
+
+    caplog.clear()
+    with caplog.at_level(logging.INFO):
+        code = main(args)
+    err = capsys.readouterr().err
+    return code, err + "\n".join(r.getMessage() for r in caplog.records)
 
 
 def _progress_steps(out: Path) -> list[int]:
@@ -105,46 +108,47 @@ def test_relative_storage_lives_under_the_output_directory(tmp_path):
     assert resolve_storage("s3://bucket/runs/", tmp_path) == "s3://bucket/runs"
 
 
-def test_resume_must_without_a_checkpoint_is_one_line_exit_2(inputs, tmp_path):
+def test_resume_must_without_a_checkpoint_is_one_line_exit_2(inputs, tmp_path, caplog, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
     out = tmp_path / "out"
-    proc = _cli([*_train_args(inputs, inputs["triples"], out), "--resume", "must"], tmp_path)
-    assert proc.returncode == 2, proc.stderr[-3000:]
-    last = proc.stderr.strip().splitlines()[-1]
-    assert last.startswith("raysparse train: --resume must: no checkpoint of training run"), last
-    assert "Traceback" not in proc.stderr
+    code, err = _cli([*_train_args(inputs, inputs["triples"], out), "--resume", "must"], caplog, capsys)
+    assert code == 2, err[-3000:]
+    assert "raysparse train: --resume must: no checkpoint of training run raysparse-" in err, err[-3000:]
+    assert "Traceback" not in err
     assert not (out / "model").exists()
 
 
 @pytest.mark.slow
 def test_new_triples_into_a_new_out_from_the_same_cwd_do_not_resume_the_old_run(
-    inputs, other_triples, tmp_path
+    inputs, other_triples, tmp_path, own_ray, caplog, capsys, monkeypatch
 ):
     cwd = tmp_path / "cwd"
     cwd.mkdir()
-    first = _cli(_train_args(inputs, inputs["triples"], cwd / "out-a"), cwd)
-    assert first.returncode == 0, first.stderr[-3000:]
+    monkeypatch.chdir(cwd)
+    code, err = _cli(_train_args(inputs, inputs["triples"], cwd / "out-a"), caplog, capsys)
+    assert code == 0, err[-3000:]
     assert _progress_steps(cwd / "out-a") == [1, 2]
     assert not (cwd / "runs").exists(), "checkpoints landed in the working directory, shared by every run"
 
     # other triples, a new --out, the same working directory: a fresh run that trains every step on the new data
-    second = _cli(_train_args(inputs, other_triples, cwd / "out-b"), cwd)
-    assert second.returncode == 0, second.stderr[-3000:]
-    assert "resuming" not in second.stderr, second.stderr[-3000:]
+    code, err = _cli(_train_args(inputs, other_triples, cwd / "out-b"), caplog, capsys)
+    assert code == 0, err[-3000:]
+    assert "resuming" not in err, err[-3000:]
     assert _progress_steps(cwd / "out-b") == [1, 2]
     runs_b = list((cwd / "out-b" / "runs").iterdir())
     assert len(runs_b) == 1 and runs_b[0].name.startswith("raysparse-"), runs_b
 
     # the same training again with a longer schedule: the same run, resumed at step 2 and announced on the console
-    third = _cli(_train_args(inputs, other_triples, cwd / "out-b", max_steps=4), cwd)
-    assert third.returncode == 0, third.stderr[-3000:]
-    assert "resuming training run raysparse-" in third.stderr and "at step 2" in third.stderr, third.stderr[
-        -3000:
-    ]
+    code, err = _cli(_train_args(inputs, other_triples, cwd / "out-b", max_steps=4), caplog, capsys)
+    assert code == 0, err[-3000:]
+    assert "resuming training run raysparse-" in err and "at step 2" in err, err[-3000:]
     assert _progress_steps(cwd / "out-b") == [1, 2, 3, 4]
 
     # --resume never: a new run folder beside the old one, every step trained again
-    fourth = _cli([*_train_args(inputs, other_triples, cwd / "out-b"), "--resume", "never"], cwd)
-    assert fourth.returncode == 0, fourth.stderr[-3000:]
-    assert "resuming" not in fourth.stderr
+    code, err = _cli(
+        [*_train_args(inputs, other_triples, cwd / "out-b"), "--resume", "never"], caplog, capsys
+    )
+    assert code == 0, err[-3000:]
+    assert "resuming" not in err
     assert _progress_steps(cwd / "out-b") == [1, 2]
     assert len(list((cwd / "out-b" / "runs").iterdir())) == 2
