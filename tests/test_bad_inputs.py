@@ -365,3 +365,29 @@ def test_evaluate_refuses_a_directory_with_earlier_results_and_overwrite_removes
     assert not (out / "report.md").exists() and not (out / "model").exists()  # the stale ones are gone
     assert (out / "notes.txt").read_text(encoding="utf-8") == "the user's own file\n"
     assert json.loads((out / "metrics.json").read_text(encoding="utf-8"))
+
+
+def test_a_write_that_dies_leaves_no_file_that_looks_complete(tmp_path):
+    """Outputs are written under a temporary name and renamed: a run killed mid-write (here: an exception while
+    writing) leaves the earlier result intact, or nothing, never a truncated file under the final name."""
+    from raysparse.mining import TRIPLES_FILE
+    from raysparse.outputs import atomic_target
+
+    target = tmp_path / TRIPLES_FILE
+    table = pa.table({"query": ["서울 날씨", "부산 맛집"]})
+    with atomic_target(target) as tmp:
+        pq.write_table(table, tmp)
+    assert pq.read_table(target).equals(table)
+
+    with pytest.raises(RuntimeError), atomic_target(target) as tmp:
+        tmp.write_bytes(b"PAR1 half a file")
+        raise RuntimeError("killed")
+    assert pq.read_table(target).equals(table)  # the earlier result, untouched
+    assert sorted(p.name for p in tmp_path.iterdir()) == [TRIPLES_FILE]  # no partial left behind
+
+    model_dir = tmp_path / "model"
+    with pytest.raises(RuntimeError), atomic_target(model_dir) as tmp:
+        tmp.mkdir()
+        (tmp / "config.json").write_text("{}")
+        raise RuntimeError("killed")
+    assert not model_dir.exists() and not any(p.name.startswith(".model") for p in tmp_path.iterdir())
