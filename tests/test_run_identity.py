@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -50,13 +49,14 @@ def _train_args(inputs: dict[str, object], triples: str, out: Path, max_steps: i
 
 
 @pytest.fixture
-def own_ray():
+def own_ray(monkeypatch):
     """One private local Ray for the whole test (``address="local"``: never join a cluster someone else started)."""
     import ray
 
     ray.shutdown()
-    # a loaded 2-core machine can take longer than Ray's default 60 s to register the raylet
-    os.environ.setdefault("RAY_raylet_start_wait_time_s", "300")
+    # a loaded 2-core machine can take longer than Ray's defaults to register the raylet and its agents
+    monkeypatch.setenv("RAY_raylet_start_wait_time_s", "300")
+    monkeypatch.setenv("RAY_agent_register_timeout_ms", "300000")
     ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield ray
     ray.shutdown()
