@@ -25,7 +25,7 @@ import psutil
 import ray
 from raysparse.ray_utils import init_ray
 
-init_ray()
+init_ray(num_cpus=1)  # a private local instance, as the CLI's --workers / synonyms paths start one
 ray.get([ray.remote(lambda: os.getpid()).remote() for _ in range(2)])
 ray.data.range(100).map_batches(lambda b: b).materialize()
 me = psutil.Process()
@@ -56,7 +56,6 @@ def test_a_local_run_listens_on_loopback_only_and_keeps_ray_auth(tmp_path):
     env.update(
         RAY_AUTH_TOKEN_PATH=str(token),  # else Ray would generate one into ~/.ray/auth_token
         PYTHONPATH=str(REPO),
-        RAY_ADDRESS="local",  # a private instance (a bare ray.init() would join a `ray start` cluster of this host)
         RAY_USAGE_STATS_ENABLED="0",
         # a loaded 2-core machine can take minutes to start the raylet's agents
         RAY_raylet_start_wait_time_s="600",
