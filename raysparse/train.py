@@ -118,7 +118,13 @@ def _read_table(source: str | Path | pa.Table, what: str) -> tuple[pa.Table, str
     # A directory is read as its *.parquet files: mining writes mining_report.json beside triples.parquet, and
     # `mine --out D` then `train --triples D` is the documented flow. Each file is read on its own so that an error
     # names the file.
-    files = sorted(path.rglob("*.parquet")) if isinstance(path, Path) and path.is_dir() else [path]
+    files = (
+        sorted(
+            f for f in path.rglob("*.parquet") if not f.name.startswith((".", "_"))
+        )  # as pyarrow skips them
+        if isinstance(path, Path) and path.is_dir()
+        else [path]
+    )
     if not files:
         raise ValueError(f"{what}: {path} holds no .parquet file")
     tables = []
