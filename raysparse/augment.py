@@ -44,6 +44,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import pyarrow as pa
 
+from raysparse.data.common import iter_lines, load_json
 from raysparse.data.errors import DataFormatError
 from raysparse.schemas import SENTENCE_PAIRS, TERM_PAIRS, TRIPLES, ReadReport
 
@@ -437,9 +438,8 @@ def read_sentence_pairs(path: str | Path) -> tuple[pa.Table, ReadReport]:
         raise FileNotFoundError(f"parallel text file not found: {path}")
     if path.suffix == ".jsonl":
         return read_parallel_jsonl(path)
-    with path.open(encoding="utf-8-sig") as fh:
-        first = next((line for line in fh if line.strip()), "")
-    cols = first.rstrip("\n").split("\t")
+    first = next((line for _, line in iter_lines(path) if line.strip()), "")
+    cols = first.split("\t")
     if len(cols) >= 2 and not _HANGUL.search(cols[0]) and _HANGUL.search(cols[1]):
         return read_tatoeba(path)
     return read_parallel_tsv(path)
@@ -943,13 +943,20 @@ def iter_query_file(path: str | Path) -> Iterator[str]:
     path = Path(path)
     if path.suffix in (".json", ".jsonl"):
         if path.suffix == ".json":
-            items = json.loads(path.read_text(encoding="utf-8-sig"))
+            items = load_json(path)  # names the file, line and column of bad JSON or a non-UTF-8 byte
             if not isinstance(items, list):
                 raise DictionaryFormatError(f"{path}: expected a JSON list of queries")
         else:
-            items = [
-                json.loads(line) for line in path.read_text(encoding="utf-8-sig").splitlines() if line.strip()
-            ]
+            items = []
+            for line_no, line in iter_lines(path):
+                if not line.strip():
+                    continue
+                try:
+                    items.append(json.loads(line))
+                except json.JSONDecodeError as err:
+                    raise DictionaryFormatError(
+                        f"{path} line {line_no}: invalid JSON at column {err.colno}: {err.msg}"
+                    ) from None
         for i, item in enumerate(items):
             if isinstance(item, str):
                 yield item
@@ -960,6 +967,6 @@ def iter_query_file(path: str | Path) -> Iterator[str]:
                     f"{path}: record {i}: expected a string or an object with 'query'/'text'"
                 )
     else:
-        for line in path.read_text(encoding="utf-8-sig").splitlines():
+        for _, line in iter_lines(path):
             if line.strip():
                 yield line.strip()

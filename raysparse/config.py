@@ -10,15 +10,65 @@ Example::
 
 from __future__ import annotations
 
+import os
+import re
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_serializer,
+    field_validator,
+    model_validator,
+)
 
 
 class ConfigError(ValueError):
     """A configuration file or override is invalid; the message names the file and the dotted key."""
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Secrets: typed SecretStr (printed as ********), never dumped, and every value seen is scrubbed from error messages
+# and log lines (raysparse.cli installs redact_secrets on its log handlers and on the one-line errors).
+# ----------------------------------------------------------------------------------------------------------------
+
+SECRET_KEY_WORDS = ("password", "passwd", "secret", "token", "api_key", "apikey", "credential")
+REDACTED = "***"
+_KNOWN_SECRETS: set[str] = set()
+_URL_USERINFO = re.compile(r"(\b[a-zA-Z][a-zA-Z0-9+.-]*://[^/\s:@]+:)[^@\s/]+@")
+
+
+def is_secret_key(key: str) -> bool:
+    """Whether a dotted config key (or its last part) names a secret."""
+    last = key.strip().rsplit(".", 1)[-1].lower()
+    return any(word in last for word in SECRET_KEY_WORDS) and not last.endswith(("_env", "_file"))
+
+
+def register_secret(value: str | None) -> None:
+    """Remember a secret value so that :func:`redact_secrets` scrubs it wherever it shows up."""
+    if value and len(value) >= 3:  # shorter values would redact ordinary words
+        _KNOWN_SECRETS.add(value)
+
+
+def redact_secrets(text: str) -> str:
+    """``text`` with known secret values and the passwords of ``scheme://user:pass@host`` URLs replaced."""
+    for value in sorted(_KNOWN_SECRETS, key=len, reverse=True):
+        text = text.replace(value, REDACTED)
+    return _URL_USERINFO.sub(rf"\g<1>{REDACTED}@", text)
+
+
+def redact_override(override: str) -> str:
+    """``key=value`` with the value hidden when the key names a secret."""
+    key, sep, value = override.partition("=")
+    if sep and is_secret_key(key):
+        register_secret(value)
+        return f"{key}={REDACTED}"
+    return override
 
 
 class _Section(BaseModel):
@@ -217,15 +267,49 @@ class ExportConfig(_Section):
     parity_tolerance: float = Field(default=1e-4, gt=0.0)
 
 
+OPENSEARCH_PASSWORD_ENV = "RAYSPARSE_OPENSEARCH_PASSWORD"
+
+
 class OpenSearchConfig(_Section):
     url: str = "http://127.0.0.1:9200"
     index: str = "raysparse"
     username: str | None = None
-    password: str | None = None
+    # The password is a secret: prefer password_file (e.g. a mounted Kubernetes Secret) or the environment variable
+    # RAYSPARSE_OPENSEARCH_PASSWORD over the command line (other users see a process's arguments). It is never
+    # written back (OUT/config.yaml shows null) and is scrubbed from errors and logs.
+    password: SecretStr | None = None
+    password_file: str | None = None  # a file whose first line is the password (used when password is unset)
     verify_certs: bool = True
     aws_region: str | None = None  # set to sign requests with AWS SigV4
     bulk_batch_size: int = Field(default=500, ge=1)
     max_retries: int = Field(default=5, ge=0)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _password_from_file_or_env(cls, data: Any) -> Any:
+        if not isinstance(data, dict) or data.get("password") is not None:
+            return data
+        if data.get("password_file"):
+            path = Path(str(data["password_file"])).expanduser()
+            try:
+                lines = path.read_text(encoding="utf-8").splitlines()
+            except (OSError, UnicodeDecodeError) as err:
+                raise ValueError(f"opensearch.password_file {path}: cannot read it ({err})") from None
+            return {**data, "password": lines[0] if lines else ""}
+        if os.environ.get(OPENSEARCH_PASSWORD_ENV):
+            return {**data, "password": os.environ[OPENSEARCH_PASSWORD_ENV]}
+        return data
+
+    @field_validator("password")
+    @classmethod
+    def _remember_password(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            register_secret(value.get_secret_value())
+        return value
+
+    @field_serializer("password", when_used="json")
+    def _never_dump_password(self, value: SecretStr | None) -> None:
+        return None  # dumped configs (OUT/config.yaml, Ray worker configs) never carry it
 
 
 class CorpusConfig(_Section):
@@ -423,24 +507,30 @@ def apply_override(tree: dict[str, Any], override: str) -> None:
     if "=" not in override:
         raise ConfigError(f"override {override!r} is not of the form key.path=value")
     key, _, raw = override.partition("=")
+    shown = redact_override(override)
     parts = [p for p in key.strip().split(".") if p]
     if not parts:
-        raise ConfigError(f"override {override!r} has an empty key")
+        raise ConfigError(f"override {shown!r} has an empty key")
     node = tree
     for part in parts[:-1]:
         child = node.setdefault(part, {})
         if not isinstance(child, dict):
-            raise ConfigError(f"override {override!r}: '{part}' is a value, not a section")
+            raise ConfigError(f"override {shown!r}: '{part}' is a value, not a section")
         node = child
-    node[parts[-1]] = _parse_scalar(raw)
+    # a secret stays a string: YAML would turn a password like 1234 or yes into a number or a boolean
+    node[parts[-1]] = raw if is_secret_key(key) else _parse_scalar(raw)
 
 
 def _format_validation_error(err: ValidationError, source: str) -> str:
     lines = [f"invalid configuration ({source}):"]
     for item in err.errors():
         key = ".".join(str(p) for p in item["loc"]) or "<root>"
-        lines.append(f"  {key}: {item['msg']}" + (f" (got {item['input']!r})" if "input" in item else ""))
-    return "\n".join(lines)
+        shown = ""
+        if "input" in item:
+            secret = any(is_secret_key(str(p)) for p in item["loc"])
+            shown = f" (got {REDACTED})" if secret else f" (got {item['input']!r})"
+        lines.append(f"  {key}: {item['msg']}{shown}")
+    return redact_secrets("\n".join(lines))
 
 
 def config_from_dict(tree: dict[str, Any], source: str = "<dict>") -> RaySparseConfig:
@@ -473,11 +563,16 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     for override in overrides or []:
         apply_override(tree, override)
     if overrides:
-        source += " + overrides " + " ".join(overrides)
+        source += " + overrides " + " ".join(redact_override(o) for o in overrides)
     return config_from_dict(tree, source)
 
 
 def dump_config(cfg: RaySparseConfig, path: str | Path) -> None:
     """Write the fully resolved configuration (every default spelled out) next to a run's outputs."""
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    Path(path).write_text(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False, allow_unicode=True))
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    header = "# secrets (opensearch.password) are never written here; give them by password_file or the environment\n"
+    text = header + yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False, allow_unicode=True)
+    partial = target.with_name(f".{target.name}.partial")
+    partial.write_text(text, encoding="utf-8")
+    partial.replace(target)

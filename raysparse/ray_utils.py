@@ -1,48 +1,85 @@
 """Thin helpers around ``ray.init`` shared by every stage.
 
-Auth trap (measured): a local ``ray.init()`` writes ~/.ray/auth_token, after which ``ray start`` enables token auth
-and ``ray job submit`` fails with "Missing authentication token". We default RAY_AUTH_MODE to ``disabled`` for
-every process we start unless the user set it, so local runs, ``ray start --head`` and job submission agree.
+Network defaults: a Ray instance that a command starts for itself (no RAY_ADDRESS / ray.address and no cluster
+running here) listens on 127.0.0.1 only: its GCS, raylet, workers and agents accept remote code by design, so they are
+not put on every interface of the machine. To serve other machines, start the cluster with ``ray start --head`` (or
+cluster.yaml / KubeRay) and turn Ray's token authentication on there (docs/operations.md, "Ray authentication").
+
+Authentication: RAY_AUTH_MODE is left as the user set it (Ray 2.60's default for a new local ``ray.init`` is token
+authentication, with the token in ~/.ray/auth_token). Set it the same way for every process that talks to one cluster
+(``ray start``, ``ray job submit``, the job itself); the test suite sets ``disabled`` for its private loopback
+instances only.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 log = logging.getLogger(__name__)
 
-DEFAULT_AUTH_MODE = "disabled"
+LOOPBACK = "127.0.0.1"
+# Ray treats the node IP as "localhost only" when this is 0 (its switch for laptops): the node's address is then
+# 127.0.0.1 and its gRPC servers bind to loopback (measured: tests/test_network_defaults.py).
+_RAY_LOOPBACK_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
 
 
-def ensure_auth_mode() -> str:
-    """Make RAY_AUTH_MODE explicit (and inherited by child processes); returns the mode in force."""
-    return os.environ.setdefault("RAY_AUTH_MODE", DEFAULT_AUTH_MODE)
+@contextlib.contextmanager
+def _loopback_only() -> Iterator[None]:
+    """While a new local Ray starts: its node address is 127.0.0.1 (inherited by the GCS, raylet and agents)."""
+    import ray._private.ray_constants as ray_constants
+
+    saved_env, saved_flag = os.environ.get(_RAY_LOOPBACK_ENV), ray_constants.ENABLE_RAY_CLUSTER
+    os.environ[_RAY_LOOPBACK_ENV] = "0"
+    ray_constants.ENABLE_RAY_CLUSTER = False
+    try:
+        yield
+    finally:
+        ray_constants.ENABLE_RAY_CLUSTER = saved_flag
+        if saved_env is None:
+            os.environ.pop(_RAY_LOOPBACK_ENV, None)
+        else:
+            os.environ[_RAY_LOOPBACK_ENV] = saved_env
+
+
+def _cluster_running_here() -> bool:
+    """Whether ``ray.init()`` would attach to a cluster started on this machine (``ray start --head``)."""
+    try:
+        from ray._private.services import find_bootstrap_address
+
+        # the address the last `ray start` on this machine recorded: what a bare ray.init() would join
+        return bool(find_bootstrap_address(None))
+    except Exception:  # private API: when it moves, assume a cluster may be there and do not interfere
+        return True
 
 
 def init_ray(address: str | None = None, num_cpus: int | None = None, **kwargs) -> None:
     """Connect to ``address`` (or RAY_ADDRESS / a new local instance) unless Ray is already initialised.
 
-    Inside ``ray job submit`` RAY_ADDRESS is set by Ray, so jobs join the cluster they were submitted to.
+    Inside ``ray job submit`` RAY_ADDRESS is set by Ray, so jobs join the cluster they were submitted to. A new local
+    instance listens on 127.0.0.1 only.
     """
     import ray
 
-    ensure_auth_mode()
     if ray.is_initialized():
         return
     address = address or os.environ.get("RAY_ADDRESS")
     init_kwargs = {"ignore_reinit_error": True, "log_to_driver": True, **kwargs}
-    if address:
+    if address and address != "local":
         ray.init(address=address, **init_kwargs)
-    elif num_cpus is not None:
-        # A fresh local instance with that many CPUs ("local" never attaches to a running `ray start` cluster).
-        ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, **init_kwargs)
+    elif address == "local" or num_cpus is not None or not _cluster_running_here():
+        # A fresh local instance ("local" never attaches to a running `ray start` cluster).
+        if num_cpus is not None:
+            init_kwargs.update(num_cpus=num_cpus, include_dashboard=False)
+        with _loopback_only():
+            ray.init(address="local", **init_kwargs)
     else:
-        # Attach to a cluster started on this machine with `ray start --head`, else start a local one.
+        # Attach to the cluster started on this machine with `ray start --head`.
         ray.init(**init_kwargs)
 
 

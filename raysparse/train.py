@@ -17,7 +17,11 @@ The pieces, in the order a step uses them:
 
 Resume: Ray Train V2 (the default in ray 2.60) rejects ``TorchTrainer(resume_from_checkpoint=...)``; the loop reads
 ``ray.train.get_checkpoint()`` instead, which is set after a worker-failure restart and when a run is started again
-with the same ``RunConfig(name, storage_path)``.
+with the same ``RunConfig(name, storage_path)``. So the run's name and storage *are* its identity (:func:`run_identity`):
+a relative ``ray.storage_path`` is taken from the output directory, and the name carries a hash of the training data,
+the backbone and every setting that changes what is learnt. Training other triples, or into another output directory,
+is therefore another run; only the same run resumes, it says so, and ``resume`` ("never" | "auto" | "must") makes
+the choice explicit.
 """
 
 from __future__ import annotations
@@ -57,6 +61,23 @@ TRAINER_STATE_FILE = (
 )
 HF_SUBDIR = "model"  # Hugging Face layout model saved by rank 0 next to the DeepSpeed files
 VAL_METRIC = "val/ndcg@10"
+RESUME_MODES = ("never", "auto", "must")
+# Settings that may change between a run and its resumption without making it another run: the schedule's length,
+# how often it evaluates/saves, and where/how many resources it gets (the data order depends on num_workers, so that
+# one stays in the identity).
+RESUMABLE_TRAIN_KEYS = frozenset(
+    {
+        "max_steps",
+        "eval_every",
+        "checkpoint_every",
+        "early_stopping_patience",
+        "max_failures",
+        "keep_checkpoints",
+        "use_gpu",
+        "cpus_per_worker",
+        "resources",
+    }
+)
 
 TRIPLE_FIELDS = ("query", "positive_texts", "positive_scores", "negative_texts", "negative_scores")
 
@@ -94,10 +115,30 @@ def _read_table(source: str | Path | pa.Table, what: str) -> tuple[pa.Table, str
     path = Path(source) if "://" not in str(source) else source
     if isinstance(path, Path) and not path.exists():
         raise FileNotFoundError(f"{what}: {path} does not exist")
+    # A directory is read as its *.parquet files: mining writes mining_report.json beside triples.parquet, and
+    # `mine --out D` then `train --triples D` is the documented flow. Each file is read on its own so that an error
+    # names the file.
+    files = (
+        sorted(
+            f for f in path.rglob("*.parquet") if not f.name.startswith((".", "_"))
+        )  # as pyarrow skips them
+        if isinstance(path, Path) and path.is_dir()
+        else [path]
+    )
+    if not files:
+        raise ValueError(f"{what}: {path} holds no .parquet file")
+    tables = []
+    for f in files:
+        try:
+            tables.append(pq.read_table(str(f)))
+        except (pa.ArrowInvalid, OSError) as err:
+            raise ValueError(f"{what}: {f} is not readable Parquet: {err}") from None
+    if len(tables) == 1:
+        return tables[0], str(path)
     try:
-        return pq.read_table(str(path)), str(path)
-    except (pa.ArrowInvalid, OSError) as err:
-        raise ValueError(f"{what}: {path} is not readable Parquet: {err}") from None
+        return pa.concat_tables(tables, promote_options="default"), str(path)
+    except (pa.ArrowInvalid, pa.ArrowTypeError) as err:
+        raise ValueError(f"{what}: the Parquet files under {path} have incompatible schemas: {err}") from None
 
 
 def load_triples(source: str | Path | pa.Table, negatives_per_query: int = 1) -> TrainingExamples:
@@ -971,9 +1012,13 @@ def consolidate_checkpoint(
         if result.unexpected_keys:
             raise ValueError(f"checkpoint {ckpt}: unexpected parameters {result.unexpected_keys[:5]}")
         _check_missing_are_tied(model, result.missing_keys, ckpt)
+    from raysparse.outputs import atomic_target
+
     out = Path(out_model_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(str(out))
+    with atomic_target(
+        out
+    ) as tmp:  # OUT/model appears complete or not at all (a killed run leaves .model.partial)
+        model.save_pretrained(str(tmp))
     return out
 
 
@@ -1058,6 +1103,119 @@ def _pick_best(candidates: list[tuple[Any, dict[str, Any]]]) -> tuple[Any, dict[
     return max(candidates, key=lambda c: c[1].get("step", 0))
 
 
+def _input_digest(source: Any) -> str:
+    """Content hash of a training input: a file or directory (contents), a table (its rows), a URI (its name)."""
+    from raysparse.pipeline import file_digest, fingerprint
+
+    if source is None:
+        return "-"
+    if isinstance(source, pa.Table):
+        sink = pa.BufferOutputStream()
+        with pa.ipc.new_stream(sink, source.schema) as writer:
+            writer.write_table(source)
+        import hashlib
+
+        return hashlib.sha256(sink.getvalue().to_pybytes()).hexdigest()[:16]
+    if "://" in str(source) or not Path(source).exists():
+        return fingerprint(str(source))
+    return file_digest(source)
+
+
+def _backbone_digest(backbone: str) -> str:
+    """A backbone directory by its file names, sizes and config (hashing GBs of weights every run would be slow)."""
+    from raysparse.pipeline import fingerprint
+
+    path = Path(backbone)
+    if not path.is_dir():
+        return fingerprint(backbone)  # a Hub name
+    files = sorted(f for f in path.rglob("*") if f.is_file())
+    config = path / "config.json"
+    return fingerprint(
+        [
+            [(str(f.relative_to(path)), f.stat().st_size) for f in files],
+            config.read_text() if config.is_file() else "",
+        ]
+    )
+
+
+def run_identity(
+    cfg: RaySparseConfig,
+    triples: Any,
+    backbone: str,
+    term_pairs: Any = None,
+    sentence_pairs: Any = None,
+) -> str:
+    """A 16-hex hash of what a training run learns from: the data, the backbone and the model/loss/train settings
+    (less :data:`RESUMABLE_TRAIN_KEYS`). Two runs with the same identity may resume each other's checkpoints."""
+    from raysparse.pipeline import fingerprint
+
+    train = {k: v for k, v in cfg.train.model_dump(mode="json").items() if k not in RESUMABLE_TRAIN_KEYS}
+    loss_needs_pairs = cfg.loss.beta > 0
+    return fingerprint(
+        {
+            "triples": _input_digest(triples),
+            "term_pairs": _input_digest(term_pairs) if loss_needs_pairs else "-",
+            "sentence_pairs": _input_digest(sentence_pairs) if loss_needs_pairs else "-",
+            "backbone": _backbone_digest(backbone),
+            "model": cfg.model.model_dump(mode="json"),
+            "loss": cfg.loss.model_dump(mode="json"),
+            "train": train,
+        }
+    )
+
+
+def resolve_storage(storage: str, out_dir: Path) -> str:
+    """``ray.storage_path`` as Ray Train needs it: a URI as is, a relative path under the output directory (so two
+    output directories never share run folders by accident), an absolute path resolved."""
+    if "://" in storage:
+        return storage.rstrip("/")
+    path = Path(storage)
+    return str(path.resolve() if path.is_absolute() else (out_dir / path).resolve())
+
+
+def _existing_checkpoint_step(storage: str, name: str) -> int | None:
+    """The highest step among the checkpoints of run ``name`` in ``storage`` (local path or URI); None when none."""
+    import pyarrow.fs as pafs
+
+    try:
+        fs, root = pafs.FileSystem.from_uri(storage if "://" in storage else Path(storage).as_uri())
+        infos = fs.get_file_info(pafs.FileSelector(f"{root}/{name}", allow_not_found=True))
+    except (OSError, pa.ArrowInvalid) as err:
+        raise ValueError(f"ray.storage_path {storage}: cannot list it: {err}") from None
+    steps = []
+    for info in infos:
+        if info.type != pafs.FileType.Directory or not info.base_name.startswith("checkpoint_"):
+            continue
+        try:
+            with fs.open_input_stream(f"{info.path}/{TRAINER_STATE_FILE}") as f:
+                steps.append(int(json.loads(f.read())["step"]))
+        except (OSError, ValueError, KeyError):
+            continue  # a checkpoint a killed run left incomplete: Ray Train does not resume from it either
+    return max(steps) if steps else None
+
+
+def check_resume_mode(resume: str) -> str:
+    if resume not in RESUME_MODES:
+        raise ValueError(f"resume: {resume!r} is not one of {', '.join(RESUME_MODES)}")
+    return resume
+
+
+def _announce(name: str, where: str, step: int | None, resume: str) -> None:
+    if step is not None and resume != "never":
+        log.warning(
+            "resuming training run %s from its checkpoint at step %d (%s); --resume never starts afresh",
+            name,
+            step,
+            where,
+        )
+    elif step is None and resume == "must":
+        raise ValueError(
+            f"--resume must: no checkpoint of training run {name} in {where} (nothing to resume)"
+        )
+    else:
+        log.info("training run %s: a fresh start (%s)", name, where)
+
+
 def run_training(
     cfg: RaySparseConfig,
     triples_path: str | Path | pa.Table,
@@ -1069,30 +1227,38 @@ def run_training(
     *,
     extra_loop_config: dict[str, Any] | None = None,
     callbacks: list[Any] | None = None,
+    resume: str = "auto",
 ) -> TrainResult:
     """Train on Ray Train (``cfg.train.num_workers`` workers) and export the best checkpoint to ``out_dir/model``.
 
-    Re-running with the same ``cfg.name`` and ``cfg.ray.storage_path`` resumes from the run's latest checkpoint.
+    The Ray Train run is ``<cfg.name>-<run_identity>`` in :func:`resolve_storage`; ``resume="auto"`` continues it
+    from its latest checkpoint when there is one (and logs so), ``"must"`` fails when there is none, ``"never"``
+    starts a new run beside it (named with a time stamp; the earlier run's checkpoints are kept).
     ``extra_loop_config`` is merged into the workers' config (fault injection in tests: ``fail_at_step``, ...).
     ``callbacks`` go to ``RunConfig(callbacks=...)`` (Tune sweeps pass ``TuneReportCallback`` to see the reports).
     """
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
+    from raysparse.outputs import atomic_write_text
     from raysparse.ray_utils import init_ray
 
     tc = cfg.train
+    check_resume_mode(resume)
     deepspeed_config(tc)  # fail fast (fp16 on CPU) before starting workers
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     examples = load_triples(triples_path, tc.negatives_per_query)
     log.info("%s", examples.report)
     backbone = _prepare_backbone(cfg, examples, out, backbone_dir)
+    storage = resolve_storage(cfg.ray.storage_path, out)
+    name = f"{cfg.name}-{run_identity(cfg, triples_path, backbone, term_pairs, sentence_pairs)}"
+    step = _existing_checkpoint_step(storage, name)
+    _announce(name, f"{storage}/{name}", step, resume)
+    if step is not None and resume == "never":
+        name = f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
+        log.info("--resume never: a new run %s beside the earlier one (kept)", name)
     init_ray(cfg.ray.address)
-
-    storage = cfg.ray.storage_path
-    if "://" not in storage:
-        storage = str(Path(storage).resolve())
     resources = {"CPU": tc.cpus_per_worker}
     if tc.use_gpu:
         resources["GPU"] = 1
@@ -1117,7 +1283,7 @@ def run_training(
             num_workers=tc.num_workers, use_gpu=tc.use_gpu, resources_per_worker=resources
         ),
         run_config=RunConfig(
-            name=cfg.name,
+            name=name,
             storage_path=storage,
             failure_config=FailureConfig(max_failures=tc.max_failures),
             checkpoint_config=checkpoint_config,
@@ -1127,18 +1293,18 @@ def run_training(
     )
     result = trainer.fit()
     if result.error is not None:
-        raise RuntimeError(f"training run {cfg.name} failed: {result.error}") from result.error
+        raise RuntimeError(f"training run {name} failed: {result.error}") from result.error
     candidates = list(result.best_checkpoints or [])
     if not candidates and result.checkpoint is not None:
         candidates = [(result.checkpoint, result.metrics or {})]
     if not candidates:
-        raise RuntimeError(f"training run {cfg.name} reported no checkpoint")
+        raise RuntimeError(f"training run {name} reported no checkpoint")
     best, best_metrics = _pick_best(candidates)
     best_path = best.path
     with best.as_directory() as local:  # downloads when storage is remote (s3://, gs://)
         model_dir = consolidate_checkpoint(local, out / "model", tc)
     history = _read_history(out) or sorted((m for _, m in candidates), key=lambda m: m.get("step", 0))
-    (out / "best_metrics.json").write_text(json.dumps(best_metrics, indent=2))
+    atomic_write_text(out / "best_metrics.json", json.dumps(best_metrics, indent=2))
     return TrainResult(model_dir, dict(best_metrics), history, str(best_path))
 
 
@@ -1157,14 +1323,15 @@ def train_single_process(
     sentence_pairs: str | Path | pa.Table | None = None,
     backbone_dir: str | None = None,
     *,
-    resume: bool = True,
+    resume: str = "auto",
 ) -> TrainResult:
     """The same loop without Ray: one process, world size 1 (unit tests, quick experiments, GPU benchmarks).
 
-    Checkpoints go to ``out_dir/checkpoints/step_<N>``; with ``resume`` the latest one is loaded first.
+    Checkpoints go to ``out_dir/checkpoints/<run identity>/step_<N>``; ``resume`` as in :func:`run_training`.
     DeepSpeed needs the torch.distributed environment variables; they are set here unless already present.
     """
     tc = cfg.train
+    check_resume_mode(resume)
     _default_env(tc.use_gpu)
     deepspeed_config(tc)
     for key, value in (("RANK", "0"), ("LOCAL_RANK", "0"), ("WORLD_SIZE", "1"), ("MASTER_ADDR", "127.0.0.1")):
@@ -1174,21 +1341,33 @@ def train_single_process(
     out.mkdir(parents=True, exist_ok=True)
     examples = load_triples(triples_path, tc.negatives_per_query)
     backbone = _prepare_backbone(cfg, examples, out, backbone_dir)
-    ckpt_root = out / "checkpoints"
+    ckpt_root = out / "checkpoints" / run_identity(cfg, triples_path, backbone, term_pairs, sentence_pairs)
+    existing = sorted(
+        (p for p in ckpt_root.glob("step_*") if (p / TRAINER_STATE_FILE).is_file()),
+        key=lambda p: int(p.name.split("_")[1]),
+    )
+    _announce(
+        ckpt_root.name, str(ckpt_root), int(existing[-1].name.split("_")[1]) if existing else None, resume
+    )
+    if existing and resume == "never":
+        ckpt_root = ckpt_root.with_name(f"{ckpt_root.name}-{time.strftime('%Y%m%d-%H%M%S')}")
+        existing = []
     reported: list[tuple[str, dict[str, Any]]] = []
 
     @contextlib.contextmanager
     def checkpoint_dir() -> Iterator[Path | None]:
-        existing = sorted(ckpt_root.glob("step_*"), key=lambda p: int(p.name.split("_")[1])) if resume else []
         yield existing[-1] if existing else None
 
     def report(metrics: dict[str, Any], directory: Path | None) -> None:
         if directory is None:
             return
         target = ckpt_root / f"step_{metrics['step']}"
+        partial = target.with_name(f".{target.name}.partial")  # a killed copy never looks like a checkpoint
+        shutil.rmtree(partial, ignore_errors=True)
+        shutil.copytree(directory, partial)
         if target.exists():
             shutil.rmtree(target)
-        shutil.copytree(directory, target)
+        partial.rename(target)
         reported.append((str(target), dict(metrics)))
 
     # The process group DeepSpeed creates is left in place: DeepSpeed caches it (deepspeed.comm), so destroying it

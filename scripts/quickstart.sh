@@ -4,5 +4,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install.sh
-export DS_ACCELERATOR=${DS_ACCELERATOR:-cpu} RAY_AUTH_MODE=${RAY_AUTH_MODE:-disabled}
+# RAY_AUTH_MODE is left to the user: the job starts its own Ray on 127.0.0.1 (raysparse.ray_utils.init_ray)
+export DS_ACCELERATOR=${DS_ACCELERATOR:-cpu}
 exec python3 jobs/pipeline.py "$@"

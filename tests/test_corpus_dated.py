@@ -125,5 +125,7 @@ def test_cli_dated_writes_split_parquet_and_summary(petitions, shared_data, tmp_
     assert pq.read_schema(tmp_path / "older.parquet").names[:5] == ["doc_id", "title", "text", "date", "lang"]
 
     missing = tmp_path / "nope"
-    assert main(["corpus", "dated", "--path", str(missing), "--out", str(tmp_path / "x")]) == 1
+    assert (
+        main(["corpus", "dated", "--path", str(missing), "--out", str(tmp_path / "x")]) == 2
+    )  # a user error: one line, exit 2
     assert "nope" in capsys.readouterr().err

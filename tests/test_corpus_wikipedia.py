@@ -446,7 +446,9 @@ def test_cli_wikipedia_cached_rerun_and_mine_on_title_queries(dump, tmp_path, ca
 
     bad = tmp_path / "bad.xml"
     bad.write_text("<mediawiki><page><title>x</title>")
-    assert main(["corpus", "wikipedia", str(bad), "--no-ray", "--cache-dir", str(tmp_path / "c2")]) == 1
+    assert (
+        main(["corpus", "wikipedia", str(bad), "--no-ray", "--cache-dir", str(tmp_path / "c2")]) == 2
+    )  # a user error: one line, exit 2
     assert "bad.xml: malformed XML" in capsys.readouterr().err
 
 

@@ -316,9 +316,10 @@ def test_cli_export_then_encode_round_trip(tiny_models, tmp_path, capsys):
 
 
 def test_cli_errors_name_the_problem(tiny_models, tmp_path, capsys):
-    assert main(["encode", "x", "--model", str(tmp_path / "missing.onnx")]) == 1
+    # user errors: one line, exit 2 (raysparse.errors)
+    assert main(["encode", "x", "--model", str(tmp_path / "missing.onnx")]) == 2
     assert "missing.onnx" in capsys.readouterr().err
-    assert main(["export", "--model", str(tmp_path / "nope"), "--out", str(tmp_path / "o")]) == 1
+    assert main(["export", "--model", str(tmp_path / "nope"), "--out", str(tmp_path / "o")]) == 2
     assert "nope" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(
@@ -336,8 +337,38 @@ def test_cli_errors_name_the_problem(tiny_models, tmp_path, capsys):
     bare = tmp_path / "bare"
     bare.mkdir()
     (bare / "model.onnx").write_bytes(b"")
-    assert main(["encode", "x", "--model", str(bare / "model.onnx")]) == 1
+    assert main(["encode", "x", "--model", str(bare / "model.onnx")]) == 2
     assert "tokenizer" in capsys.readouterr().err
+
+
+def test_cli_export_never_writes_into_the_model_and_never_mixes_exports(tiny_models, tmp_path, capsys):
+    import shutil
+
+    model = tmp_path / "model"
+    shutil.copytree(tiny_models["encoder"], model)
+    before = {p.name: p.read_bytes() for p in model.iterdir() if p.is_file()}
+    # --out equal to --model: refused before anything is written (it used to rewrite tokenizer.json, then crash)
+    assert main(["export", "--model", str(model), "--out", str(model), "--format", "onnx"]) == 2
+    assert "is the --model directory" in capsys.readouterr().err
+    assert {p.name: p.read_bytes() for p in model.iterdir() if p.is_file()} == before
+
+    out = tmp_path / "bundle"
+    assert main(["export", "--model", str(model), "--out", str(out), "--format", "onnx"]) == 0
+    assert (out / "model.onnx").is_file()
+    capsys.readouterr()
+    # another format into the same directory: refused, the earlier export untouched
+    assert main(["export", "--model", str(model), "--out", str(out), "--format", "torchscript"]) == 2
+    err = capsys.readouterr().err
+    assert "holds the results of an earlier run" in err and "--overwrite" in err
+    assert (out / "model.onnx").is_file() and not (out / "model.pt").exists()
+    # --overwrite: the earlier bundles are removed, the manifest lists exactly what is there
+    assert (
+        main(["export", "--model", str(model), "--out", str(out), "--format", "torchscript", "--overwrite"])
+        == 0
+    )
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert [f["format"] for f in manifest["files"]] == ["torchscript"]
+    assert not (out / "model.onnx").exists() and (out / "model.pt").is_file()
 
 
 def test_jobs_export_entry_point_help():

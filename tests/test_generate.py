@@ -494,7 +494,7 @@ def test_cli_generate_queries_and_resume(server, shared_data, tmp_path, capsys):
     assert main([*args[:7], *source_args, "--no-ray", "--set", "generate.backoff_base=0.01"]) == 0
     assert json.loads((tmp_path / "out2" / "generate_report.json").read_text())["docs_with_reply"] == 3
 
-    assert main([a if a != server.url else "http://127.0.0.1:9" for a in args]) == 1
+    assert main([a if a != server.url else "http://127.0.0.1:9" for a in args]) == 2  # a user error
     assert "not reachable" in capsys.readouterr().err
     no_model = [a for a in args if a not in ("--model", MODEL)]
     assert main(no_model) == 2

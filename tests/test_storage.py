@@ -102,7 +102,9 @@ def test_training_checkpoints_go_to_storage_path_and_a_second_run_resumes_from_i
         sentence_pairs=storage_inputs["sentence_pairs"],
         backbone_dir=storage_inputs["backbone"],
     )
-    run_dir = nfs / name
+    # the run folder is <name>-<run identity> (a hash of data and settings) directly under the storage
+    (run_dir,) = list(nfs.iterdir())
+    assert run_dir.name.startswith(f"{name}-"), run_dir
     assert Path(first.checkpoint_path).resolve().is_relative_to(run_dir.resolve()), first.checkpoint_path
     assert set(_checkpoint_steps(run_dir).values()) == {2}, _checkpoint_steps(run_dir)
     assert _progress_steps(tmp_path / "node-a") == [1, 2]

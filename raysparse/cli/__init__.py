@@ -11,8 +11,10 @@ import argparse
 import contextlib
 import importlib
 import logging
+import os
 import pkgutil
 import sys
+import traceback
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -44,12 +46,51 @@ Term statistics and dictionaries:
   synonyms      Korean-English term pairs discovered from a trained encoder (discover, evaluate, loop)
 
 Every stage reads the same YAML configuration (--config FILE) and accepts overrides (--set train.lr=3e-4).
-Run `raysparse COMMAND --help` for the options of one stage."""
+Run `raysparse COMMAND --help` for the options of one stage.
+
+Errors: bad input (a missing or malformed file, a bad record or setting, an unreachable server) is one line naming
+the file and line/record/field (or the URL), exit code 2; an empty result (nothing mined, every request failed) is
+exit code 2 too unless --allow-empty; an internal error prints its traceback (exit 1). --debug (or RAYSPARSE_DEBUG=1)
+prints tracebacks for every error."""
+
+DEBUG_HELP = "print the traceback of every error, user errors included (also RAYSPARSE_DEBUG=1)"
+
+
+def redact(text: str) -> str:
+    """``text`` without the values of secret settings (passwords, tokens) known to this process."""
+    from raysparse.config import redact_secrets
+
+    return redact_secrets(text)
+
+
+class RedactingFilter(logging.Filter):
+    """Scrubs secret values (raysparse.config.redact_secrets) from every log record a handler emits."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        clean = redact(message)
+        if clean != message:
+            record.msg, record.args = clean, None
+        return True
 
 
 def setup_logging(level: int = logging.INFO) -> None:
-    """Timestamped log lines on stderr for a long-running stage (progress bars stay on their own lines)."""
+    """Timestamped log lines on stderr for a long-running stage (progress bars stay on their own lines); secrets
+    are scrubbed from them."""
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for handler in logging.getLogger().handlers:
+        if not any(isinstance(f, RedactingFilter) for f in handler.filters):
+            handler.addFilter(RedactingFilter())
+
+
+def add_allow_empty_arg(parser: argparse.ArgumentParser, what: str) -> None:
+    """``--allow-empty``: by default a command that produces nothing (``what``) fails with exit code 2."""
+    parser.add_argument(
+        "--allow-empty",
+        action="store_true",
+        help=f"exit 0 even when {what} (by default that is an error, exit code 2: it usually means the input "
+        "does not match, e.g. qrels naming ids that are not in the corpus)",
+    )
 
 
 def add_config_args(parser: argparse.ArgumentParser) -> None:
@@ -144,6 +185,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="raysparse", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--version", action="version", version=f"raysparse {__version__}")
+    parser.add_argument("--debug", action="store_true", help=DEBUG_HELP)
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for info in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
         if info.name.startswith("_"):
@@ -152,19 +194,36 @@ def build_parser() -> argparse.ArgumentParser:
         register = getattr(module, "register", None)
         if register is not None:
             register(subparsers)
+    for sub in {id(p): p for p in subparsers.choices.values()}.values():
+        if "--debug" not in sub._option_string_actions:
+            # SUPPRESS: a subcommand's default must not reset `raysparse --debug COMMAND`
+            sub.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=DEBUG_HELP)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one command under the shared error policy (:mod:`raysparse.errors`): a user error is one line on
+    stderr and exit code 2, an internal error keeps its traceback (exit 1), ``--debug`` shows tracebacks for all."""
+    from raysparse.errors import user_error_message
+
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    debug = bool(getattr(args, "debug", False)) or os.environ.get("RAYSPARSE_DEBUG", "") not in ("", "0")
     try:
         return int(args.func(args) or 0)
-    except ConfigError as err:
-        print(f"raysparse {args.command}: {err}", file=sys.stderr)
+    except KeyboardInterrupt:
+        print(f"raysparse {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as err:
+        message = user_error_message(err)
+        if message is None:
+            raise  # an internal error: the traceback is what a bug report needs
+        if debug:
+            traceback.print_exc()
+        print(f"raysparse {args.command}: {redact(message)}", file=sys.stderr)
         return 2
 
 

@@ -7,7 +7,13 @@ import json
 import sys
 from pathlib import Path
 
-from raysparse.cli import add_config_args, config_from_args, flag_overrides, setup_logging
+from raysparse.cli import (
+    add_allow_empty_arg,
+    add_config_args,
+    config_from_args,
+    flag_overrides,
+    setup_logging,
+)
 
 _WIKI_DESCRIPTION = """\
 Turn Wikipedia into passages in the corpus schema (doc_id, title, text, date, lang + page_id, passage_no, section,
@@ -124,6 +130,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="summary window (default month)",
     )
     dated.add_argument("--date-field", default="begin", help="JSON field with the date (default: begin)")
+    add_allow_empty_arg(dated, "no document has a date (e.g. --date-field names a field the records lack)")
     dated.add_argument("--text-field", default="content", help="JSON field with the text (default: content)")
     dated.add_argument("--title-field", default="title", help="JSON field with the title (default: title)")
     dated.add_argument(
@@ -134,8 +141,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _fail(command: str, err: Exception) -> int:
+    """A user error (bad input file or option): one line, exit 2 (the policy of raysparse.cli.main)."""
     print(f"raysparse corpus {command}: {err}", file=sys.stderr)
-    return 1
+    return 2
 
 
 def run_wikipedia(args: argparse.Namespace) -> int:
@@ -218,12 +226,21 @@ def run_dated(args: argparse.Namespace) -> int:
         return _fail("dated", err)
     for report in data.reports:
         print(report, file=sys.stderr)
+    from raysparse.errors import require_nonempty
+
+    undated = count_undated(data.corpus)
+    require_nonempty(
+        data.corpus.num_rows - undated,
+        f"corpus dated {args.path}",
+        f"{undated} of {data.corpus.num_rows} documents have no date in field {args.date_field!r}",
+        args.allow_empty,
+    )
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     summary: dict[str, object] = {
         "source": args.path,
         "documents": data.corpus.num_rows,
-        "undated": count_undated(data.corpus),
+        "undated": undated,
         "period": args.period,
         "windows": window_summary(data.corpus, args.period),
     }

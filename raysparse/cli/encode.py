@@ -38,11 +38,11 @@ def run(args: argparse.Namespace) -> int:
     if args.top_k is not None and args.top_k < 1:
         print("raysparse encode: --top-k must be >= 1", file=sys.stderr)
         return 2
-    try:
-        encoder = load_term_encoder(args.model, args.format)
-    except (FileNotFoundError, ValueError) as err:
-        print(f"raysparse encode: {err}", file=sys.stderr)
-        return 1
+    empty = [i for i, text in enumerate(args.texts, start=1) if not text.strip()]
+    if empty:  # an empty text has no terms; the model would return special-token noise as if it had
+        print(f"raysparse encode: text {empty[0]} of {len(args.texts)} is empty", file=sys.stderr)
+        return 2
+    encoder = load_term_encoder(args.model, args.format)  # a bad model dir: one line, exit 2 (cli.main)
     results = encoder.encode(args.texts, is_query=args.is_query, top_k=args.top_k)
     for text, terms in zip(args.texts, results, strict=True):
         if args.json:

@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from raysparse.cli import add_config_args, config_from_args, print_locations
+from raysparse.cli import add_allow_empty_arg, add_config_args, config_from_args, print_locations
 
 SAMPLE_GLOSSARY = Path(__file__).resolve().parents[1] / "resources" / "sample" / "glossary.tsv"
 
@@ -97,8 +97,55 @@ def register(subparsers: Any) -> None:
     parser.add_argument(
         "--out", metavar="DIR|URI", required=True, help="output directory (or s3:// / gs:// / file:// URI)"
     )
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="--out holds an earlier evaluation: remove its results (metrics, runs, report, plots, summaries; "
+        "nothing else) before writing; without it such a directory is refused (exit 2)",
+    )
+    add_allow_empty_arg(parser, "no query has a judged document in the corpus (every metric would be 0)")
     add_config_args(parser)
     parser.set_defaults(func=run)
+
+
+EVALUATE_FILES = ("metrics.json", "report.md", "delta_ndcg.png", "synonyms.png", "summary.md", "summary.json")
+CROSSLINGUAL_SETS = ("ko-en", "en-ko", "ko-ko", "en-en")
+
+
+def earlier_outputs(out: Path) -> list[Path]:
+    """What an earlier ``evaluate`` left in ``out``: its top-level files, system folders (metrics.json / run.trec)
+    and cross-lingual set folders. Anything else in ``out`` is the user's and stays."""
+    found = [out / name for name in EVALUATE_FILES if (out / name).exists()]
+    for sub in out.iterdir():
+        if not sub.is_dir():
+            continue
+        if (
+            (sub / "metrics.json").is_file()
+            or (sub / "run.trec").is_file()
+            or (sub.name in CROSSLINGUAL_SETS and any(sub.rglob("metrics.json")))
+        ):
+            found.append(sub)
+    return found
+
+
+def check_judged(data: Any, where: str, allow_empty: bool) -> None:
+    """Refuse a collection whose qrels name no document of its corpus (all metrics would silently be 0)."""
+    import pyarrow.compute as pc
+
+    from raysparse.errors import require_nonempty
+
+    qrels = data.qrels.filter(pc.greater(data.qrels.column("score"), 0))
+    in_corpus = pc.is_in(qrels.column("doc_id"), value_set=data.corpus.column("doc_id"))
+    judged = qrels.filter(in_corpus)
+    asked = pc.is_in(judged.column("query_id"), value_set=data.queries.column("query_id"))
+    usable = len(set(judged.filter(asked).column("query_id").to_pylist()))
+    require_nonempty(
+        usable,
+        f"evaluate {where}",
+        f"no query has a relevant document in the corpus ({qrels.num_rows} positive judgements, "
+        f"{int(pc.sum(in_corpus).as_py() or 0)} naming a corpus document, {data.queries.num_rows} queries)",
+        allow_empty,
+    )
 
 
 def _evaluate_collection(args: argparse.Namespace, cfg: Any, data: Any, out: Path, model: Any) -> list[Any]:
@@ -246,6 +293,8 @@ def run(args: argparse.Namespace) -> int:
     if args.opensearch and not (args.index and args.beir):
         print("raysparse evaluate: --opensearch needs --index NAME and --beir DIR", file=sys.stderr)
         return 2
+    from raysparse.outputs import claim_output_dir
+
     if args.opensearch:
         from raysparse.data import read_beir
 
@@ -254,6 +303,8 @@ def run(args: argparse.Namespace) -> int:
             args.out, cfg.ray.storage_path, "raysparse evaluate", address=cfg.ray.address
         )
         data = read_beir(args.beir, args.split)
+        check_judged(data, args.beir, args.allow_empty)
+        claim_output_dir(location.local, "evaluate", earlier_outputs, args.overwrite)
         result = _evaluate_opensearch(args, cfg, data, location.local)
         location.publish()
         print(summary_table([result]))
@@ -268,38 +319,44 @@ def run(args: argparse.Namespace) -> int:
     cfg = config_from_args(args)
     location = resolve_output(args.out, cfg.ray.storage_path, "raysparse evaluate", address=cfg.ray.address)
     out = location.local
-    try:
-        from raysparse.data import read_beir
-        from raysparse.evaluation.core import load_encoder
-        from raysparse.evaluation.devsets import crosslingual_dev_sets
+    # bad input raises ValueError/FileNotFoundError: cli.main makes it one line, exit 2
+    from raysparse.data import read_beir
+    from raysparse.evaluation.core import load_encoder
+    from raysparse.evaluation.devsets import crosslingual_dev_sets
 
-        model = load_encoder(args.model) if args.model else None
-        if model is not None:
-            _apply_spec_overrides(model, args.spec)
-        if args.beir:
-            data = read_beir(args.beir, args.split)
-            for report in data.reports:
-                print(report, file=sys.stderr)
-            results = _evaluate_collection(args, cfg, data, out, model)
-            location.publish()
-            print(summary_table(results))
-            print_locations(location, {"metrics": out / "metrics.json"})
-            return 0
-        sets = crosslingual_dev_sets(
-            args.msmarco_dir, args.first_id, args.last_id, args.distractors, sets=args.sets
-        )
-        summary: dict[str, dict[str, dict[str, float]]] = {}
-        lines = [f"# Cross-lingual dev sets (MS MARCO ids {args.first_id}-{args.last_id})", ""]
-        for name, data in sets.items():
-            results = _evaluate_collection(args, cfg, data, out / name, model)
-            summary[name] = {r.system: dict(r.metrics) for r in results}
-            lines += [f"## {name}: {data.summary()}", "", summary_table(results), ""]
-        (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
-        (out / "summary.md").write_text("\n".join(lines), encoding="utf-8")
+    model = load_encoder(args.model) if args.model else None
+    if model is not None:
+        _apply_spec_overrides(model, args.spec)
+    if args.beir:
+        data = read_beir(args.beir, args.split)
+        for report in data.reports:
+            print(report, file=sys.stderr)
+        check_judged(data, args.beir, args.allow_empty)
+        removed = claim_output_dir(out, "evaluate", earlier_outputs, args.overwrite)
+        if removed:
+            print(f"--overwrite: removed {len(removed)} earlier result(s) from {out}", file=sys.stderr)
+        results = _evaluate_collection(args, cfg, data, out, model)
         location.publish()
-        print("\n".join(lines))
-        print_locations(location, {"metrics": out / "summary.json"})
+        print(summary_table(results))
+        print_locations(location, {"metrics": out / "metrics.json"})
         return 0
-    except (FileNotFoundError, ValueError) as err:
-        print(f"raysparse evaluate: {err}", file=sys.stderr)
-        return 2
+    sets = crosslingual_dev_sets(
+        args.msmarco_dir, args.first_id, args.last_id, args.distractors, sets=args.sets
+    )
+    for name, data in sets.items():
+        check_judged(data, f"{args.msmarco_dir} ({name})", args.allow_empty)
+    removed = claim_output_dir(out, "evaluate", earlier_outputs, args.overwrite)
+    if removed:
+        print(f"--overwrite: removed {len(removed)} earlier result(s) from {out}", file=sys.stderr)
+    summary: dict[str, dict[str, dict[str, float]]] = {}
+    lines = [f"# Cross-lingual dev sets (MS MARCO ids {args.first_id}-{args.last_id})", ""]
+    for name, data in sets.items():
+        results = _evaluate_collection(args, cfg, data, out / name, model)
+        summary[name] = {r.system: dict(r.metrics) for r in results}
+        lines += [f"## {name}: {data.summary()}", "", summary_table(results), ""]
+    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    (out / "summary.md").write_text("\n".join(lines), encoding="utf-8")
+    location.publish()
+    print("\n".join(lines))
+    print_locations(location, {"metrics": out / "summary.json"})
+    return 0

@@ -52,6 +52,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--out", required=True, metavar="DIR|URI", help="output directory or storage URI")
     parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="--out holds an earlier export (manifest.json): remove that export's bundles, manifest and model card "
+        "first; without it such a directory is refused (exit 2), so no unlisted old bundle stays beside new ones",
+    )
+    parser.add_argument(
         "--format",
         dest="formats",
         type=_formats,
@@ -83,12 +89,46 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=run)
 
 
+def earlier_export(out: Path) -> list[Path]:
+    """What an earlier export left in ``out``: its manifest, model card and every bundle the manifest lists."""
+    from raysparse.export import MANIFEST_FILE, MODEL_CARD_FILE
+
+    manifest_path = out / MANIFEST_FILE
+    if not manifest_path.is_file():
+        return []
+    found = [manifest_path]
+    try:
+        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        manifest = {}
+    names = {
+        MODEL_CARD_FILE,
+        *(str(e.get("path", "")) for e in manifest.get("files", []) if isinstance(e, dict)),
+    }
+    for name in names:
+        target = (out / name).resolve()
+        if name and target.is_relative_to(out.resolve()) and target.exists():
+            found.append(out / name)
+    return found
+
+
 def run(args: argparse.Namespace) -> int:
-    from raysparse.export import ExportError, export_model
+    from raysparse.errors import InputError
+    from raysparse.export import ExportParityError, export_model
+    from raysparse.outputs import claim_output_dir
     from raysparse.storage import local_model, resolve_output
 
     cfg = config_from_args(args)
     location = resolve_output(args.out, cfg.ray.storage_path, "raysparse export", address=cfg.ray.address)
+    out = location.local
+    if "://" not in args.model and out.resolve() == Path(args.model).resolve():
+        raise InputError(
+            f"export --out {args.out} is the --model directory: exporting there would rewrite the model's own "
+            "tokenizer files; choose another --out"
+        )
+    removed = claim_output_dir(out, "export", earlier_export, args.overwrite)
+    if removed:
+        print(f"--overwrite: removed the earlier export ({len(removed)} files) from {out}", file=sys.stderr)
     try:
         model_dir = local_model(args.model)
         manifest = export_model(
@@ -104,7 +144,9 @@ def run(args: argparse.Namespace) -> int:
             max_length=args.max_length,
         )
         location.publish()
-    except (ExportError, FileNotFoundError, ValueError) as err:
+    except (
+        ExportParityError
+    ) as err:  # the exported model disagrees with PyTorch: a failed check, not bad input
         print(f"raysparse export: {err}", file=sys.stderr)
         return 1
     for entry in manifest["files"]:

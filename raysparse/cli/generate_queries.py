@@ -7,6 +7,7 @@ import sys
 import textwrap
 
 from raysparse.cli import (
+    add_allow_empty_arg,
     add_config_args,
     add_data_source_args,
     config_from_args,
@@ -111,6 +112,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--no-ray", action="store_true", help="generate with threads in this process, not Ray Data"
     )
+    add_allow_empty_arg(parser, "no query is kept (every request failed or every reply was filtered out)")
     add_config_args(parser)
     parser.set_defaults(func=run)
 
@@ -155,11 +157,7 @@ def run(args: argparse.Namespace) -> int:
     from raysparse.generate import LLMRequestError, generate_queries, make_client
     from raysparse.generate.prompts import load_prompt
 
-    try:
-        load_prompt(gcfg.prompt)
-    except (FileNotFoundError, ValueError) as err:
-        print(f"raysparse generate-queries: {err}", file=sys.stderr)
-        return 2
+    load_prompt(gcfg.prompt)  # a missing or malformed template: one line, exit 2 (cli.main)
     # Fail in a second, not after starting Ray, when the server is not there or does not know the model.
     try:
         models = make_client(gcfg, max_retries=1, backoff_base=0.5).list_models()
@@ -168,7 +166,7 @@ def run(args: argparse.Namespace) -> int:
             f"raysparse generate-queries: the model server at {gcfg.url} is not reachable: {err}",
             file=sys.stderr,
         )
-        return 1
+        return 2
     if models and gcfg.model not in models and f"{gcfg.model}:latest" not in models:
         print(
             f"raysparse generate-queries: warning: {gcfg.url} lists {models[:10]}, not {gcfg.model!r}",
@@ -191,4 +189,13 @@ def run(args: argparse.Namespace) -> int:
         return 1
     print(report)
     print(f"wrote {report.output}, {report.beir_dir} and {out / 'generate_report.json'}")
+    from raysparse.errors import require_nonempty
+
+    failed = ", ".join(f"{n} {k}" for k, n in sorted(report.docs_failed.items())) or "no failed request"
+    require_nonempty(
+        report.queries_kept,
+        f"generate-queries {out}",
+        f"0 queries kept from {report.docs_in} documents; failed requests: {failed}",
+        args.allow_empty,
+    )
     return 0

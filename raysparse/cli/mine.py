@@ -6,6 +6,7 @@ import argparse
 import sys
 
 from raysparse.cli import (
+    add_allow_empty_arg,
     add_config_args,
     add_data_source_args,
     config_from_args,
@@ -38,6 +39,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--hard", type=int, metavar="N", help="mining.num_hard_negatives")
     parser.add_argument("--random", type=int, metavar="M", help="mining.num_random_negatives")
     parser.add_argument("--no-ray", action="store_true", help="mine in this process instead of on Ray Data")
+    add_allow_empty_arg(parser, "no query yields a training row")
     add_config_args(parser)
     parser.set_defaults(func=run)
 
@@ -63,6 +65,8 @@ def run(args: argparse.Namespace) -> int:
     import time
     from pathlib import Path
 
+    from raysparse.errors import require_nonempty
+
     setup_logging()
     cfg = config_from_args(args, overrides_from_args(args))
 
@@ -83,4 +87,8 @@ def run(args: argparse.Namespace) -> int:
     report = mine(data, cfg.mining, out, ray=not args.no_ray)
     print(report)
     print(f"wrote {report.output} and {out / 'mining_report.json'}")
+    why = f"0 of {report.queries_in} queries mined"
+    if report.positives_not_in_corpus:
+        why += f"; {report.positives_not_in_corpus} judged documents are not in the corpus"
+    require_nonempty(report.queries_mined, f"mine {out}", why, args.allow_empty)
     return 0

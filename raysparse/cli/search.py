@@ -59,6 +59,9 @@ def run(args: argparse.Namespace) -> int:
     overrides = [f"opensearch.url={args.url}"] if args.url else []
     overrides += [f"opensearch.index={args.index}"] if args.index else []
     cfg = config_from_args(args, overrides)
+    if not args.query.strip():
+        # an empty query matches nothing; without this check special-token noise came back as 10 "hits"
+        raise ConfigError("the query is empty (give some text to search for)")
     if args.mode != "bm25" and not args.server_encode and bool(args.model) == bool(args.lexical):
         raise ConfigError(
             f"--mode {args.mode} needs exactly one of --model DIR, --lexical or --server-encode"

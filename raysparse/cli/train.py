@@ -6,7 +6,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import sys
 
 from raysparse.cli import (
     add_config_args,
@@ -24,11 +23,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description=(
             "Train a SPLADE-style sparse encoder on mining output (Parquet in the TRIPLES schema) with DeepSpeed "
             "ZeRO on Ray Train workers (train.num_workers, train.use_gpu, train.deepspeed.*). Checkpoints go to "
-            "ray.storage_path/<name>; running the same command again resumes from the latest one. The best "
-            "checkpoint (validation nDCG@10 when --dev-beir is given, else the last) is written as an fp32 Hugging "
-            "Face layout model to OUT/model. Inside a Ray job a relative OUT goes to ray.storage_path/results/OUT "
-            "(refused when ray.storage_path is relative too); the command ends with 'model: LOCATION', "
-            "'metrics: LOCATION' and 'tensorboard: LOCATION' lines."
+            "ray.storage_path/<name>-<hash> (a relative ray.storage_path, default 'runs', is taken from OUT; the hash "
+            "covers the triples, pairs, backbone and every setting that changes what is learnt, but not max_steps or "
+            "the evaluation/checkpoint intervals). Running the same training again (same data, settings and "
+            "storage) resumes from its latest checkpoint and says so; other triples or another OUT start a new run. "
+            "The best checkpoint (validation nDCG@10 when --dev-beir is given, else the last) is written as an fp32 "
+            "Hugging Face layout model to OUT/model. Inside a Ray job a relative OUT goes to "
+            "ray.storage_path/results/OUT (refused when ray.storage_path is relative too); the command ends with "
+            "'model: LOCATION', 'metrics: LOCATION' and 'tensorboard: LOCATION' lines."
         ),
     )
     add_config_args(parser)
@@ -50,6 +52,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--term-pairs", metavar="PARQUET", help="ko/en term pairs for the cross-lingual loss")
     parser.add_argument(
         "--sentence-pairs", metavar="PARQUET", help="ko/en sentence pairs for the cross-lingual loss"
+    )
+    parser.add_argument(
+        "--resume",
+        choices=["never", "auto", "must"],
+        default="auto",
+        help="auto (default): continue this run from its latest checkpoint when it has one; must: fail (exit 2) "
+        "when there is none; never: start afresh in a new run folder (the earlier checkpoints are kept)",
     )
     parser.add_argument(
         "--single-process", action="store_true", help="train in this process without Ray (debugging, one GPU)"
@@ -76,19 +85,17 @@ def run(args: argparse.Namespace) -> int:
         for report in dev.reports:
             logging.info("%s", report)
     train = train_single_process if args.single_process else run_training
-    try:
-        result = train(
-            cfg,
-            args.triples,
-            dev,
-            location.local,
-            term_pairs=args.term_pairs,
-            sentence_pairs=args.sentence_pairs,
-            backbone_dir=backbone_dir,
-        )
-    except (ValueError, FileNotFoundError) as err:  # bad input or settings: one clear line, not a traceback
-        print(f"raysparse train: {err}", file=sys.stderr)
-        return 2
+    # bad input or settings raise ValueError/FileNotFoundError: main() turns them into one line, exit 2
+    result = train(
+        cfg,
+        args.triples,
+        dev,
+        location.local,
+        term_pairs=args.term_pairs,
+        sentence_pairs=args.sentence_pairs,
+        backbone_dir=backbone_dir,
+        resume=args.resume,
+    )
     location.publish()
     print(
         json.dumps(

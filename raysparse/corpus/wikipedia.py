@@ -19,8 +19,8 @@ Output columns: the :data:`~raysparse.schemas.CORPUS` columns (``doc_id`` = ``{p
 
 from __future__ import annotations
 
-import bz2
 import hashlib
+import io
 import json
 import logging
 import os
@@ -40,7 +40,7 @@ import pyarrow.parquet as pq
 
 from raysparse.config import CorpusConfig
 from raysparse.corpus.wikitext import CLEANER_VERSION, clean_wikitext, split_passages
-from raysparse.data.common import detect_lang, get_field, iter_jsonl, normalize_text, parse_date
+from raysparse.data.common import detect_lang, get_field, iter_jsonl, normalize_text, open_binary, parse_date
 from raysparse.data.errors import DataFormatError
 from raysparse.schemas import CORPUS, QRELS, QUERIES, ReadReport, RetrievalData
 
@@ -60,7 +60,7 @@ PASSAGES = pa.schema(
 )
 
 _WRITE_BATCH = 2000  # rows per Parquet write: a shard's passages never all sit in memory
-_WIKIEXTRACTOR_NAME = re.compile(r"^wiki_\d+(\.bz2)?$")
+_WIKIEXTRACTOR_NAME = re.compile(r"^wiki_\d+(\.bz2|\.gz|\.xz)?$")
 _DOC_OPEN = re.compile(r"^<doc\s+([^>]*)>\s*$")
 _DOC_ATTR = re.compile(r'(\w+)="([^"]*)"')
 _SUMS_LINE = re.compile(r"^([0-9a-fA-F]{32}|[0-9a-fA-F]{40})\s+\*?(.+?)\s*$")
@@ -68,14 +68,12 @@ _SUMS_LINE = re.compile(r"^([0-9a-fA-F]{32}|[0-9a-fA-F]{40})\s+\*?(.+?)\s*$")
 
 # ----------------------------------------------------------------------------------------------------------- inputs
 def _open_text(path: Path) -> IO[str]:
-    """Text stream of a plain or bz2 file (multistream bz2 included: ``bz2.open`` reads every stream)."""
-    if path.suffix == ".bz2":
-        return bz2.open(path, "rt", encoding="utf-8")
-    return path.open(encoding="utf-8-sig")
+    """Text stream of a plain, bz2 (multistream included), gzip or xz file."""
+    return io.TextIOWrapper(open_binary(path), encoding="utf-8-sig")
 
 
 def _open_binary(path: Path) -> IO[bytes]:
-    return bz2.open(path, "rb") if path.suffix == ".bz2" else path.open("rb")
+    return open_binary(path)
 
 
 def sniff_format(path: Path) -> str:
@@ -115,7 +113,7 @@ def discover_inputs(paths: list[str | Path]) -> list[Path]:
                 and (
                     _WIKIEXTRACTOR_NAME.match(f.name)
                     or ".xml" in f.name
-                    or f.name.endswith((".jsonl", ".jsonl.bz2"))
+                    or f.name.endswith((".jsonl", ".jsonl.bz2", ".jsonl.gz", ".jsonl.xz"))
                 )
             ]
             if not found:

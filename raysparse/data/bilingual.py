@@ -15,7 +15,7 @@ from typing import Any
 import pyarrow as pa
 
 from raysparse.analyzers import hangul_ratio
-from raysparse.data.common import get_field, iter_jsonl, load_json, log
+from raysparse.data.common import get_field, iter_jsonl, iter_lines, load_json, log, read_text
 from raysparse.data.errors import DataFormatError
 from raysparse.schemas import SENTENCE_PAIRS, TERM_PAIRS, ReadReport
 
@@ -56,18 +56,18 @@ class _PairCollector:
 
 
 def _tsv_rows(path: Path, report: ReadReport | None = None) -> Iterable[tuple[int, list[str]]]:
-    """(line number, fields) of the non-blank, non-comment lines of a UTF-8 (optionally BOM-marked) TSV; comment
-    lines are counted in ``report``."""
-    with path.open(encoding="utf-8-sig", newline="") as fh:
-        for line_no, line in enumerate(fh, 1):
-            line = line.rstrip("\r\n")
-            if not line.strip():
-                continue
-            if line.lstrip().startswith("#"):
-                if report is not None:
-                    report.skip("comment line")
-                continue
-            yield line_no, line.split("\t")
+    """(line number, fields) of the non-blank, non-comment lines of a TSV (plain/gz/bz2/xz, BOM allowed; a
+    non-UTF-8 byte is reported with its file and line by :func:`iter_lines`); comment lines are counted in
+    ``report``."""
+    for line_no, line in iter_lines(path):
+        line = line.lstrip("\ufeff") if line_no == 1 else line
+        if not line.strip():
+            continue
+        if line.lstrip().startswith("#"):
+            if report is not None:
+                report.skip("comment line")
+            continue
+        yield line_no, line.split("\t")
 
 
 def read_glossary_tsv(
@@ -204,10 +204,7 @@ def read_term_file(path: str | Path):
 def _lines(path: Path) -> list[str]:
     """Lines split on ``\\n`` only: ``str.splitlines`` also splits on U+2028 and friends, which would shift one
     side of a parallel corpus against the other."""
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except UnicodeDecodeError as err:
-        raise DataFormatError(f"{path}: not UTF-8 text (byte {err.start}): {err.reason}") from None
+    text = read_text(path)
     if text.endswith("\n"):
         text = text[:-1]
     return [line.rstrip("\r") for line in text.split("\n")] if text else []

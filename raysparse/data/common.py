@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
-import bz2
 import hashlib
 import json
 import logging
+import lzma
 import re
 import unicodedata
+import zlib
 from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import pyarrow as pa
 
@@ -55,46 +56,127 @@ def detect_lang(text: str | None) -> str | None:
     return "en" if _LATIN.search(text) else None
 
 
-def load_json(path: Path) -> Any:
-    """``json.load`` whose errors name the file and the position (truncated files included)."""
+_BOM = b"\xef\xbb\xbf"
+_MAGIC = ((b"\x1f\x8b", "gzip"), (b"BZh", "bz2"), (b"\xfd7zXZ\x00", "xz"))
+_SUFFIX_KIND = {".gz": "gzip", ".bz2": "bz2", ".xz": "xz"}
+
+
+def compression_of(path: Path) -> str | None:
+    """``"gzip"``, ``"bz2"``, ``"xz"`` or None, from the file's first bytes (a ``.gz`` suffix on a plain file, or a
+    gzip file without one, both read correctly); a suffix alone decides when the file is too short to tell."""
+    with path.open("rb") as fh:
+        head = fh.read(6)
+    for magic, kind in _MAGIC:
+        if head.startswith(magic):
+            return kind
+    return None if head else _SUFFIX_KIND.get(path.suffix)
+
+
+def open_binary(path: str | Path) -> IO[bytes]:
+    """A binary stream of a plain, gzip, bz2 or xz file (decompressed as it is read)."""
+    import bz2
+    import gzip
+    import lzma
+
+    path = Path(path)
+    kind = compression_of(path)
+    if kind == "gzip":
+        return gzip.open(path, "rb")
+    if kind == "bz2":
+        return bz2.open(path, "rb")
+    if kind == "xz":
+        return lzma.open(path, "rb")
+    return path.open("rb")
+
+
+def _decompress_error(path: Path, after_line: int, err: BaseException) -> DataFormatError:
+    kind = compression_of(path) or "file"
+    return DataFormatError(
+        f"{path} after line {after_line}: truncated or corrupt {kind} data ({type(err).__name__}: {err})"
+    )
+
+
+_STREAM_ERRORS: tuple[type[BaseException], ...] = (EOFError, OSError, zlib.error, lzma.LZMAError)
+
+
+def iter_lines(path: str | Path) -> Iterator[tuple[int, str]]:
+    """``(line number, text)`` of every line of a UTF-8 text file, plain or compressed, newline removed.
+
+    Lines are decoded one at a time, so a byte that is not UTF-8 is reported on its own line (a text stream decodes
+    8 KiB chunks and would blame the line where the chunk began); a truncated or corrupt compressed file names the
+    file and the last good line. A leading byte-order mark is dropped.
+    """
+    path = Path(path)
+    with open_binary(path) as fh:
+        line_no = 0
+        while True:
+            try:
+                raw = fh.readline()
+            except _STREAM_ERRORS as err:
+                raise _decompress_error(path, line_no, err) from None
+            if not raw:
+                return
+            line_no += 1
+            if line_no == 1 and raw.startswith(_BOM):
+                raw = raw[len(_BOM) :]
+            try:
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError as err:
+                raise DataFormatError(
+                    f"{path} line {line_no}: not UTF-8 text (byte {err.start + 1} of the line: {err.reason})"
+                ) from None
+            yield line_no, text.rstrip("\n").rstrip("\r")
+
+
+def read_text(path: str | Path) -> str:
+    """The whole UTF-8 text of a plain or compressed file; errors name the file and the line."""
+    path = Path(path)
     try:
-        with path.open(encoding="utf-8-sig") as fh:
-            return json.load(fh)
+        with open_binary(path) as fh:
+            data = fh.read()
+    except _STREAM_ERRORS as err:
+        if isinstance(err, OSError) and err.filename is not None:
+            raise  # the file itself is missing or unreadable: the caller's FileNotFoundError names it
+        raise _decompress_error(path, 0, err) from None
+    data = data.removeprefix(_BOM)
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = data.count(b"\n", 0, err.start) + 1
+        column = err.start - (data.rfind(b"\n", 0, err.start) + 1) + 1
+        raise DataFormatError(
+            f"{path} line {line}: not UTF-8 text (byte {column} of the line: {err.reason})"
+        ) from None
+
+
+def load_json(path: Path) -> Any:
+    """``json.load`` whose errors name the file and the position (truncated and compressed files included)."""
+    text = read_text(path)
+    try:
+        return json.loads(text)
     except json.JSONDecodeError as err:
         raise DataFormatError(
             f"{path}: invalid or truncated JSON at line {err.lineno} column {err.colno} (char {err.pos}): {err.msg}"
         ) from None
-    except UnicodeDecodeError as err:
-        raise DataFormatError(f"{path}: not UTF-8 text (byte {err.start}): {err.reason}") from None
 
 
 def iter_jsonl(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
     """Yield ``("<file> line N", object)`` for each non-blank line; bad lines raise naming file and line.
 
-    ``utf-8-sig`` so that files saved by Windows editors (with a byte-order mark) read like any other; ``.bz2``
-    files are decompressed as they stream (WikiExtractor's compressed output, archived dumps).
+    A byte-order mark (files saved by Windows editors) is dropped; ``.bz2``, ``.gz`` and ``.xz`` files are
+    decompressed as they stream (WikiExtractor's compressed output, archived dumps).
     """
-    compressed = path.suffix == ".bz2"
-    with bz2.open(path, "rt", encoding="utf-8-sig") if compressed else path.open(encoding="utf-8-sig") as fh:
-        line_no = 0
-        while True:
-            try:
-                line = fh.readline()
-            except UnicodeDecodeError as err:
-                raise DataFormatError(f"{path} line {line_no + 1}: not UTF-8 text ({err.reason})") from None
-            if not line:
-                return
-            line_no += 1
-            if not line.strip():
-                continue
-            where = f"{path} line {line_no}"
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise DataFormatError(f"{where}: invalid JSON at column {err.colno}: {err.msg}") from None
-            if not isinstance(obj, dict):
-                raise DataFormatError(f"{where}: expected a JSON object, got {type(obj).__name__}")
-            yield where, obj
+    for line_no, line in iter_lines(path):
+        if not line.strip():
+            continue
+        where = f"{path} line {line_no}"
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise DataFormatError(f"{where}: invalid JSON at column {err.colno}: {err.msg}") from None
+        if not isinstance(obj, dict):
+            raise DataFormatError(f"{where}: expected a JSON object, got {type(obj).__name__}")
+        yield where, obj
 
 
 def iter_parquet(path: Path, batch_size: int = 4096) -> Iterator[tuple[str, dict[str, Any]]]:
@@ -106,7 +188,14 @@ def iter_parquet(path: Path, batch_size: int = 4096) -> Iterator[tuple[str, dict
     except (pa.ArrowInvalid, OSError) as err:
         raise DataFormatError(f"{path}: not a readable Parquet file ({err})") from None
     row = 0
-    for batch in pf.iter_batches(batch_size=batch_size):
+    batches = pf.iter_batches(batch_size=batch_size)
+    while True:
+        try:
+            batch = next(batches)
+        except StopIteration:
+            return
+        except (pa.ArrowException, OSError) as err:  # a corrupt page or a truncated file shows only when read
+            raise DataFormatError(f"{path} after row {row}: corrupt Parquet data ({err})") from None
         for rec in batch.to_pylist():
             yield f"{path} row {row}", rec
             row += 1

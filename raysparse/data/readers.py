@@ -24,6 +24,7 @@ from raysparse.data.common import (
     detect_lang,
     get_field,
     iter_jsonl,
+    iter_lines,
     iter_parquet,
     load_json,
     log,
@@ -109,32 +110,33 @@ def read_beir(beir_dir: str | Path, split: str = "test") -> RetrievalData:
     qrels: list[dict[str, Any]] = []
     judged: set[str] = set()
     seen_pairs: set[tuple[str, str]] = set()
-    with paths["qrels"].open(encoding="utf-8-sig", newline="") as fh:
-        for line_no, fields in enumerate(csv.reader(fh, delimiter="\t"), 1):
-            where = f"{paths['qrels']} line {line_no}"
-            if not fields or not "".join(fields).strip():
-                continue
-            if line_no == 1 and fields[0].strip().lower() in ("query-id", "query_id", "qid"):
-                continue
-            if len(fields) < 3:
-                raise DataFormatError(f"{where}: expected 3 tab-separated fields (query-id corpus-id score)")
-            query_id, doc_id, score_text = (f.strip() for f in fields[:3])
-            try:
-                score = int(float(score_text))
-            except ValueError:
-                raise DataFormatError(f"{where}: field 'score' is not a number: {score_text!r}") from None
-            if query_id not in query_text:
-                report.skip("qrel query not in queries.jsonl")
-                continue
-            if doc_id not in corpus.ids:
-                report.skip("qrel doc not in corpus.jsonl")
-                continue
-            if (query_id, doc_id) in seen_pairs:
-                report.skip("duplicate qrel")
-                continue
-            seen_pairs.add((query_id, doc_id))
-            qrels.append({"query_id": query_id, "doc_id": doc_id, "score": score})
-            judged.add(query_id)
+    # one line is one judgement (BEIR qrels have no quoting), so line numbers are exact
+    for line_no, line in iter_lines(paths["qrels"]):
+        fields = line.split("\t")
+        where = f"{paths['qrels']} line {line_no}"
+        if not fields or not "".join(fields).strip():
+            continue
+        if line_no == 1 and fields[0].strip().lower() in ("query-id", "query_id", "qid"):
+            continue
+        if len(fields) < 3:
+            raise DataFormatError(f"{where}: expected 3 tab-separated fields (query-id corpus-id score)")
+        query_id, doc_id, score_text = (f.strip() for f in fields[:3])
+        try:
+            score = int(float(score_text))
+        except ValueError:
+            raise DataFormatError(f"{where}: field 'score' is not a number: {score_text!r}") from None
+        if query_id not in query_text:
+            report.skip("qrel query not in queries.jsonl")
+            continue
+        if doc_id not in corpus.ids:
+            report.skip("qrel doc not in corpus.jsonl")
+            continue
+        if (query_id, doc_id) in seen_pairs:
+            report.skip("duplicate qrel")
+            continue
+        seen_pairs.add((query_id, doc_id))
+        qrels.append({"query_id": query_id, "doc_id": doc_id, "score": score})
+        judged.add(query_id)
     queries = []
     for query_id, (text, lang) in query_text.items():
         if query_id not in judged:
@@ -644,13 +646,11 @@ def read_line_corpus(path: str | Path, date: datetime | str | None = None) -> Re
         when = parse_date(date, str(path), "date")
     report = ReadReport(str(path))
     corpus = CorpusBuilder(report)
-    with path.open(encoding="utf-8-sig", newline="\n") as fh:
-        for line_no, line in enumerate(fh, 1):
-            text = line.rstrip("\r\n")
-            if not text.strip():
-                report.skip("empty document text")
-                continue
-            corpus.add(f"{path.stem}-{line_no}", text.strip(), date=when)
+    for line_no, text in iter_lines(path):
+        if not text.strip():
+            report.skip("empty document text")
+            continue
+        corpus.add(f"{path.stem}-{line_no}", text.strip(), date=when)
     return make_data(corpus.rows, [], [], [report])
 
 

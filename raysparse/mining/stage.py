@@ -529,7 +529,11 @@ def mine(
     report.output = str(out_dir / TRIPLES_DIR)
     report.timings["total"] = time.perf_counter() - t_start
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / REPORT_FILE).write_text(json.dumps(report.to_dict(), indent=2, ensure_ascii=False) + "\n")
+    from raysparse.outputs import atomic_write_text  # a killed run never leaves a half report
+
+    atomic_write_text(
+        out_dir / REPORT_FILE, json.dumps(report.to_dict(), indent=2, ensure_ascii=False) + "\n"
+    )
     log.info("%s", report)
     return report
 

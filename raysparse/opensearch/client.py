@@ -57,7 +57,7 @@ def make_client(cfg: OpenSearchConfig | None = None, url: str | None = None, tim
         kwargs.update(http_auth=RequestsAWSV4SignerAuth(credentials, cfg.aws_region, "es"))
         kwargs.update(connection_class=RequestsHttpConnection)
     elif cfg.username:
-        kwargs["http_auth"] = (cfg.username, cfg.password or "")
+        kwargs["http_auth"] = (cfg.username, cfg.password.get_secret_value() if cfg.password else "")
     return OpenSearch(**kwargs)
 
 
