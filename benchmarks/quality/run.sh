@@ -25,7 +25,8 @@ CONFIG="$REPO/benchmarks/quality/config.yaml"
 export DS_ACCELERATOR=cpu RAY_AUTH_MODE=disabled
 export TORCH_EXTENSIONS_DIR="${TORCH_EXTENSIONS_DIR:-$HOME/.cache/raysparse/torch_extensions}"
 TIMES="$OUT/stage_times.tsv"
-: > "$TIMES"
+# kept across a resumed run (same OUT): the report lists every stage as it ran, the resume marked
+[[ -s "$TIMES" ]] && echo -e "(resumed $(date -u +%H:%M) UTC)\t-" >> "$TIMES" || : > "$TIMES"
 cd "$REPO"
 
 stage() {  # stage NAME COMMAND...: run, time, fail loudly
