@@ -149,8 +149,9 @@ def test_non_utf8_parallel_tsv_and_augment_queries_json_name_file_and_line(tmp_p
 
 
 def test_mine_out_then_train_triples_reads_the_directory(beir, tmp_path, capsys):
-    """The README's flow: `mine --out D` writes triples.parquet and mining_report.json; `train --triples D` must read
-    the Parquet and ignore the JSON report (it used to read mining_report.json as Parquet and fail)."""
+    """The README's flow: `mine --out D` writes triples/ (Parquet shards) and mining_report.json; `train --triples D`
+    must read the Parquet and ignore the JSON report (it used to read mining_report.json as Parquet and fail)."""
+    from raysparse.mining import TRIPLES_FILE
     from raysparse.train import load_triples
 
     mined = tmp_path / "mined"
@@ -158,7 +159,7 @@ def test_mine_out_then_train_triples_reads_the_directory(beir, tmp_path, capsys)
     assert code == 0, err
     assert (mined / "mining_report.json").is_file()
     examples = load_triples(str(mined))
-    assert len(examples) == pq.read_table(mined / "triples.parquet").num_rows > 0
+    assert len(examples) == pq.read_table(mined / TRIPLES_FILE).num_rows > 0
 
 
 # ---------------------------------------------------------------------------------------------------- empty results
