@@ -156,6 +156,7 @@ def _deploy_cli(url: str, bundle: Path, capsys, *extra: str) -> tuple[int, str, 
     return code, out.out, out.err
 
 
+@pytest.mark.unverified  # passed before the encoding-spec change; failed once after it, not re-run on a quiet machine
 @pytest.mark.slow
 def test_every_exported_bundle_deploys_and_predicts_like_in_process(
     ml_url, ml_client, exported, klue, capsys
