@@ -125,10 +125,13 @@ def summary_table(all_metrics: dict[str, dict[str, dict[str, Any]]]) -> str:
 
 def portable(text: str, replacements: dict[str, str]) -> str:
     """``text`` with this machine's paths replaced by placeholders (OUT, ../shared/data, .)."""
+    import re
+
     for path, placeholder in sorted(replacements.items(), key=lambda kv: -len(kv[0])):
         if path:
             text = text.replace(path, placeholder)
-    return text
+    # a checkout elsewhere (another worktree) ran it: keep the repository-relative part
+    return re.sub(r"(?<![\w.])/\S*?/(benchmarks/quality/)", r"\1", text)
 
 
 def learning_curve(history: Path, png: Path) -> list[dict[str, Any]]:
@@ -194,7 +197,7 @@ def main(argv: list[str] | None = None) -> int:
     parts += ["```", ""]
     all_metrics = {}
     tables = []
-    for set_dir in sorted((out / "eval").iterdir()):
+    for set_dir in sorted(p for p in (out / "eval").iterdir() if p.is_dir()):
         priors = args.priors / set_dir.name if args.priors else None
         table, metrics = set_table(set_dir, out / "data" / "dev" / set_dir.name, priors)
         all_metrics[set_dir.name] = metrics
