@@ -114,11 +114,13 @@ def test_sweep_with_a_crashing_trial_selects_and_exports(tune_inputs, own_ray, t
     from raysparse.evaluation import evaluate_model
 
     evaluated = evaluate_model(str(result.best_model_dir), tune_inputs["dev"], cfg.eval)  # as the CLI does
-    assert result.best_trial["flops"] == pytest.approx(evaluated.metrics["flops"], rel=1e-3), (
+    # this sweep trains in bf16: the trial validated bf16 weights, evaluate reads the consolidated fp32 model
+    # (measured: FLOPS 207.4 vs 205.5, nDCG@10 0.6794 vs 0.6780), so the tolerance is 2% / 0.005, not exact
+    assert result.best_trial["flops"] == pytest.approx(evaluated.metrics["flops"], rel=0.02), (
         result.best_trial,
         evaluated.metrics,
     )
-    assert result.best_trial["ndcg@10"] == pytest.approx(evaluated.metrics["ndcg@10"], abs=1e-3)
+    assert result.best_trial["ndcg@10"] == pytest.approx(evaluated.metrics["ndcg@10"], abs=5e-3)
 
     # the chosen model loads and encodes Korean; it is exported in every format with a manifest
     model = SparseEncoder.from_pretrained(str(result.best_model_dir))
