@@ -222,7 +222,7 @@ _ABSOLUTE = re.compile(
 def portable(text: str, replacements: dict[str, str] | None = None) -> str:
     """``text`` with this machine's absolute paths rewritten for committed reports and docs.
 
-    ``replacements`` maps absolute prefixes to what to print instead (e.g. ``{"/tmp/syn": "OUT"}``). Then a path
+    ``replacements`` maps absolute prefixes to what to print instead (e.g. ``{str(out_dir): "OUT"}``). Then a path
     through ``shared/data`` becomes ``../shared/data/...`` (the project's data convention), a path inside the
     repository becomes relative to it, and any other absolute path keeps only its last component under ``OUT/``.
     """

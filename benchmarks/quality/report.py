@@ -124,14 +124,14 @@ def summary_table(all_metrics: dict[str, dict[str, dict[str, Any]]]) -> str:
 
 
 def portable(text: str, replacements: dict[str, str]) -> str:
-    """``text`` with this machine's paths replaced by placeholders (OUT, ../shared/data, .)."""
+    """:func:`raysparse.storage.portable`, keeping the repository-relative part of a path from another checkout
+    (a worktree) instead of reducing it to its last component."""
     import re
 
-    for path, placeholder in sorted(replacements.items(), key=lambda kv: -len(kv[0])):
-        if path:
-            text = text.replace(path, placeholder)
-    # a checkout elsewhere (another worktree) ran it: keep the repository-relative part
-    return re.sub(r"(?<![\w.])/\S*?/(benchmarks/quality/)", r"\1", text)
+    from raysparse.storage import portable as portable_paths
+
+    text = re.sub(r"(?<![\w.])/\S*?/(benchmarks/quality/)", r"\1", text)
+    return portable_paths(text, {k: v for k, v in replacements.items() if k})
 
 
 def learning_curve(history: Path, png: Path) -> list[dict[str, Any]]:
