@@ -230,6 +230,11 @@ def portable(text: str, replacements: dict[str, str] | None = None) -> str:
     for prefix, new in sorted((replacements or {}).items(), key=lambda kv: -len(kv[0])):
         prefix = prefix.rstrip("/")
         text = re.sub(re.escape(prefix) + r"(?=/|\b|$)", new, text)
+    # The checkout and its sibling shared/ may live under any root (CI checks out elsewhere), so these two are
+    # rewritten by location before the generic pattern below, which only knows the usual roots.
+    shared = Path(repo).parent.joinpath("shared").as_posix()
+    text = re.sub(re.escape(shared) + r"(?=/|\b|$)", "../shared", text)
+    text = re.sub(re.escape(repo) + r"(/|\b|$)", lambda m: "" if m.group(1) == "/" else ".", text)
 
     def repl(match: re.Match[str]) -> str:
         path = match.group(0)
