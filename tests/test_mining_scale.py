@@ -101,7 +101,9 @@ def test_analysis_survives_losing_a_worker_node(shared_data):
         ref = build_index_ray(corpus, cfg)
         # Remove the victim the moment it is running an analysis task (seen through Ray's state API), so the fault
         # lands mid-analysis however fast the machine is, instead of after a fixed sleep.
-        assert _wait_for_running_task(victim.node_id, ref), "the analysis finished before a node could be removed"
+        assert _wait_for_running_task(victim.node_id, ref), (
+            "the analysis finished before a node could be removed"
+        )
         cluster.remove_node(victim, allow_graceful=False)
         got = ray.get(ref, timeout=480)
         assert_same_index(got, expected)
