@@ -15,7 +15,7 @@ What is timed:
            mining phase only (actor pool start-up included, index build excluded), for 1..--max-nodes nodes, same
            data and config; ratio vs 1 node from the same run. Batches per node are counted by a thin subclass of
            the mining actor that appends (node, pid, rows) to a file in a directory every node can see.
-  training ``raysparse.train.run_training`` (Ray Train + DeepSpeed, tiny local backbone, the triples mined above)
+  training ``raysparse.training.run_training`` (Ray Train + DeepSpeed, tiny local backbone, the triples mined above)
            with 1 worker on a 1-node cluster and 2 workers on a 2-node cluster: median step time over the steps
            after the first (from each rank's progress records), steps/s and training queries/s (all workers).
 """
@@ -140,7 +140,7 @@ def train_on(
 ) -> dict:
     """Ray Train + DeepSpeed with ``workers`` workers on a fresh ``nodes``-node cluster; median step time."""
     from raysparse.config import load_config
-    from raysparse.train import run_training
+    from raysparse.training import run_training
 
     out = work / f"train-{nodes}n-{workers}w"
     cfg = load_config(
@@ -274,7 +274,7 @@ def main() -> None:
         if args.train_steps > 0:
             from raysparse.backbone import build_local_backbone
             from raysparse.config import load_config
-            from raysparse.train import load_triples
+            from raysparse.training import load_triples
 
             triples = mining_rows[0]["triples"]
             texts = load_triples(triples, 1).texts()[:20000]  # plenty for a 2,000-piece tokenizer

@@ -180,7 +180,7 @@ def run_pipeline(cfg: RaySparseConfig, force: bool = False) -> PipelineResult:
     from raysparse.data import load_source, sample_bilingual
     from raysparse.evaluation import evaluate_bm25, evaluate_model, write_metrics
     from raysparse.mining import mine
-    from raysparse.train import run_training
+    from raysparse.training import run_training
 
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)

@@ -1,7 +1,7 @@
 """Ray Tune sweeps of the loss weights (α, β, γ, ...) with quality/efficiency selection.
 
 Each trial is a real training run: the trial function builds the trial's configuration from the sampled values and
-calls :func:`raysparse.train.run_training`, whose ``TorchTrainer`` reports validation nDCG@10 and FLOPS to Tune through
+calls :func:`raysparse.training.run_training`, whose ``TorchTrainer`` reports validation nDCG@10 and FLOPS to Tune through
 ``TuneReportCallback`` (Ray Train V2's Tune integration). ASHA stops weak trials early; Optuna (or random search)
 proposes the next values.
 
@@ -325,7 +325,7 @@ def tune_metric_name(metric: str) -> str:
 def evaluations_per_run(max_steps: int, eval_every: int, checkpoint_every: int) -> int:
     """How many validation results one full run reports (ASHA's ``max_t`` with one Tune iteration per evaluation).
 
-    Mirrors the loop in :func:`raysparse.train.run_loop`: it evaluates at multiples of ``eval_every`` and of
+    Mirrors the loop in :func:`raysparse.training.run_loop`: it evaluates at multiples of ``eval_every`` and of
     ``checkpoint_every`` and at the last step.
     """
     return sum(
@@ -367,11 +367,11 @@ def _run_trial(
     extra_loop_config: dict[str, Any] | None,
     placement_wait_s: str | None = None,
 ) -> None:
-    """Tune function trainable: the trial's config, then :func:`raysparse.train.run_training` reporting to Tune."""
+    """Tune function trainable: the trial's config, then :func:`raysparse.training.run_training` reporting to Tune."""
     from ray import tune
 
     from raysparse.ray_utils import PLACEMENT_WAIT_ENV
-    from raysparse.train import run_training
+    from raysparse.training import run_training
 
     if placement_wait_s and PLACEMENT_WAIT_ENV not in os.environ:
         # trials run on worker nodes, which the head's export (cluster.yaml) does not reach: the trial's
@@ -529,7 +529,7 @@ def _trial_points(
             {
                 "trial_id": trial_id,
                 space.metric: metrics.get(metric_key),
-                # dev-set efficiency, as `raysparse evaluate` measures it (raysparse.train.evaluate_dev)
+                # dev-set efficiency, as `raysparse evaluate` measures it (raysparse.training.evaluate_dev)
                 "flops": metrics.get("val/flops"),
                 "avg_query_terms": metrics.get("val/avg_query_terms"),
                 "avg_doc_terms": metrics.get("val/avg_doc_terms"),
@@ -565,7 +565,7 @@ def run_sweep(
 ) -> SweepResult:
     """Run ``num_samples`` training runs over ``space`` with Ray Tune and keep the best one within the FLOPS budget.
 
-    Every trial is :func:`raysparse.train.run_training` with the sampled values applied (``OUT/trials/<id>``); its
+    Every trial is :func:`raysparse.training.run_training` with the sampled values applied (``OUT/trials/<id>``); its
     validation reports reach Tune through ``TuneReportCallback`` so ASHA can stop weak trials at evaluation rungs.
     Failed trials are retried ``tune.max_failures`` times, then listed in the report with their error. Only trials
     that finished (and so consolidated their best checkpoint to ``model/``) are eligible; early-stopped ones are

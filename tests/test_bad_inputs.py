@@ -152,7 +152,7 @@ def test_mine_out_then_train_triples_reads_the_directory(beir, tmp_path, capsys)
     """The README's flow: `mine --out D` writes triples/ (Parquet shards) and mining_report.json; `train --triples D`
     must read the Parquet and ignore the JSON report (it used to read mining_report.json as Parquet and fail)."""
     from raysparse.mining import TRIPLES_FILE
-    from raysparse.train import load_triples
+    from raysparse.training import load_triples
 
     mined = tmp_path / "mined"
     code, _, err = run_cli(capsys, "mine", "--beir", str(beir), "--no-ray", "--out", str(mined))

@@ -355,7 +355,7 @@ def test_passages_flow_into_mining_and_training(dump, tmp_path, shared_data):
     assert all(len(n) >= 1 for n in triples["negative_ids"].to_pylist())
 
     from raysparse.backbone import build_local_backbone
-    from raysparse.train import train_single_process
+    from raysparse.training import train_single_process
 
     model = [
         "model.vocab_size=1000",

@@ -289,7 +289,7 @@ def test_training_workers_run_only_on_the_gpu_pool_node(shared_data, tmp_path_fa
     from test_train import session_inputs
 
     from raysparse.config import load_config
-    from raysparse.train import run_training
+    from raysparse.training import run_training
 
     inputs = session_inputs(shared_data, tmp_path_factory)
     cfg = load_config(

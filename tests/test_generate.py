@@ -521,7 +521,7 @@ def test_generated_pairs_flow_into_mining_and_training(server, klue, tmp_path):
     from raysparse.config import load_config
     from raysparse.data import load_source
     from raysparse.mining import mine, read_triples
-    from raysparse.train import train_single_process
+    from raysparse.training import train_single_process
 
     data = _subset(klue, 40)
     report = generate_queries(

@@ -67,7 +67,7 @@ def test_short_training_beats_its_untrained_start_on_held_out_queries(shared_dat
     from raysparse.evaluation import evaluate_model
     from raysparse.mining import mine
     from raysparse.model import SparseEncoder
-    from raysparse.train import train_single_process
+    from raysparse.training import train_single_process
 
     ko = _msmarco(shared_data, "kor")
     train = _collection([ko[i] for i in range(1, 401) if i in ko], "t")

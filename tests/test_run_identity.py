@@ -82,7 +82,7 @@ def _progress_steps(out: Path) -> list[int]:
 
 def test_identity_follows_data_and_settings_but_not_the_schedule(inputs, other_triples):
     from raysparse.config import load_config
-    from raysparse.train import run_identity
+    from raysparse.training import run_identity
 
     cfg = load_config(None, [*inputs["model_overrides"], "train.max_steps=2"])
     base = run_identity(cfg, inputs["triples"], str(inputs["backbone"]))
@@ -101,7 +101,7 @@ def test_identity_follows_data_and_settings_but_not_the_schedule(inputs, other_t
 
 
 def test_relative_storage_lives_under_the_output_directory(tmp_path):
-    from raysparse.train import resolve_storage
+    from raysparse.training import resolve_storage
 
     assert Path(resolve_storage("runs", tmp_path / "out")) == (tmp_path / "out" / "runs").resolve()
     assert resolve_storage(str(tmp_path / "nfs"), tmp_path / "out") == str((tmp_path / "nfs").resolve())

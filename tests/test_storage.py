@@ -67,7 +67,7 @@ def _train_cfg(inputs: dict[str, object], storage: str, max_steps: int, name: st
 
 def _checkpoint_steps(run_dir: Path) -> dict[str, int]:
     """checkpoint folder name -> the step its trainer state says (Ray Train's run folder on the shared storage)."""
-    from raysparse.train import TRAINER_STATE_FILE
+    from raysparse.training import TRAINER_STATE_FILE
 
     return {
         d.name: json.loads((d / TRAINER_STATE_FILE).read_text())["step"]
@@ -86,7 +86,7 @@ def test_training_checkpoints_go_to_storage_path_and_a_second_run_resumes_from_i
     storage_inputs, own_ray, tmp_path
 ):
     from raysparse.model import SparseEncoder
-    from raysparse.train import run_training
+    from raysparse.training import run_training
 
     nfs = tmp_path / "nfs"  # stands for a mount every node has
     name = f"shared-storage-{uuid.uuid4().hex[:8]}"

@@ -163,7 +163,7 @@ def _cfg(inputs: dict[str, object], *overrides: str):
 
 def test_deepspeed_config_per_stage():
     from raysparse.config import TrainConfig
-    from raysparse.train import deepspeed_config
+    from raysparse.training import deepspeed_config
 
     for stage in range(4):
         tc = TrainConfig(
@@ -193,7 +193,7 @@ def test_deepspeed_config_per_stage():
 
 def test_fp16_on_cpu_is_a_clear_error(train_inputs, tmp_path):
     from raysparse.config import TrainConfig
-    from raysparse.train import deepspeed_config, train_single_process
+    from raysparse.training import deepspeed_config, train_single_process
 
     with pytest.raises(ValueError, match=r"fp16 needs a GPU"):
         deepspeed_config(TrainConfig(deepspeed={"precision": "fp16"}))
@@ -207,7 +207,7 @@ def test_fp16_on_cpu_is_a_clear_error(train_inputs, tmp_path):
 
 
 def test_lr_schedule_warms_up_then_decays_to_zero():
-    from raysparse.train import lr_lambda
+    from raysparse.training import lr_lambda
 
     f = lr_lambda(100, 0.1)
     assert f(0) == pytest.approx(0.1)
@@ -219,7 +219,7 @@ def test_lr_schedule_warms_up_then_decays_to_zero():
 
 
 def test_sampling_is_a_function_of_the_step_and_shards_ranks():
-    from raysparse.train import sample_rows
+    from raysparse.training import sample_rows
 
     n, batch, world = 10, 3, 2
     # 10 micro-steps x 2 ranks x 3 rows = 60 positions = 6 full epochs: each epoch a permutation of all rows
@@ -242,7 +242,7 @@ def test_sampling_is_a_function_of_the_step_and_shards_ranks():
 def test_load_triples_reports_skips_and_names_bad_rows(shared_data, tmp_path):
     import pyarrow.parquet as pq
 
-    from raysparse.train import load_triples
+    from raysparse.training import load_triples
 
     pairs = msmarco_pairs(shared_data, "kor", 6)
     table = triples_table(pairs, num_negatives=2)
@@ -269,7 +269,7 @@ def test_load_triples_reports_skips_and_names_bad_rows(shared_data, tmp_path):
 
 def test_collator_pads_dynamically_and_carries_teacher_scores(train_inputs):
     from raysparse.model import SparseEncoder
-    from raysparse.train import Collator, load_pairs, load_triples, sample_rows
+    from raysparse.training import Collator, load_pairs, load_triples, sample_rows
 
     ex = load_triples(train_inputs["triples"], 2)
     tok = SparseEncoder.from_pretrained(train_inputs["backbone"]).tokenizer
@@ -303,7 +303,7 @@ def test_single_process_deepspeed_bf16_trains_and_consolidates(train_inputs, tmp
     from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
 
     from raysparse.model import SparseEncoder
-    from raysparse.train import DS_TAG, train_single_process
+    from raysparse.training import DS_TAG, train_single_process
 
     cfg = _cfg(
         train_inputs,
@@ -357,7 +357,7 @@ def test_single_process_ddp_fallback_resumes_from_its_checkpoint(train_inputs, t
     import torch
 
     from raysparse.model import SparseEncoder
-    from raysparse.train import train_single_process
+    from raysparse.training import train_single_process
 
     common = [
         "train.deepspeed.enabled=false",
@@ -395,7 +395,8 @@ def test_single_process_ddp_fallback_resumes_from_its_checkpoint(train_inputs, t
 def test_inference_free_query_mode_starts_from_idf_weights(train_inputs):
     import torch
 
-    from raysparse.train import _build_model, load_triples
+    from raysparse.training import load_triples
+    from raysparse.training.loop import _build_model
 
     cfg = _cfg(train_inputs, "model.query_mode=inference_free")
     examples = load_triples(train_inputs["triples"], 1)
@@ -425,7 +426,7 @@ def test_cli_reports_bad_input_in_one_line(train_inputs, tmp_path, capsys):
 
 def test_precision_auto_picks_bf16_only_where_it_is_native():
     from raysparse.config import TrainConfig
-    from raysparse.train import cpu_has_native_bf16, deepspeed_config, resolve_precision
+    from raysparse.training import cpu_has_native_bf16, deepspeed_config, resolve_precision
 
     assert resolve_precision("auto", on_gpu=True) == "bf16"
     assert resolve_precision("auto", on_gpu=False) == ("bf16" if cpu_has_native_bf16() else "fp32")

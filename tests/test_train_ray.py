@@ -42,7 +42,7 @@ def test_two_workers_zero2_survive_a_worker_crash_and_resume(ray_inputs, own_ray
 
     from raysparse.config import load_config
     from raysparse.model import SparseEncoder
-    from raysparse.train import TRAINER_STATE_FILE, run_training
+    from raysparse.training import TRAINER_STATE_FILE, run_training
 
     max_steps, every, fail_at = 5, 2, 3
     cfg = load_config(

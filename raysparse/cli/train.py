@@ -68,7 +68,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from raysparse.storage import in_ray_job, resolve_output, storage_for_outputs
-    from raysparse.train import run_training, train_single_process
+    from raysparse.training import run_training, train_single_process
 
     setup_logging()
     extra, backbone_dir = backbone_from_args(args.backbone)
