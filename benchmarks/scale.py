@@ -163,7 +163,15 @@ class Sampler:
 
 
 def driver_peak_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+    """This process's peak RSS since it started its program. ``ru_maxrss`` is not that: exec keeps the high-water mark
+    of the process that forked it (a test runner's hundreds of MB), so Linux's per-program ``VmHWM`` comes first."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024  # kB
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB (macOS: bytes; rough)
 
 
 def spilled_mb() -> float:
@@ -262,6 +270,7 @@ def main() -> None:
     print(f"data: {args.passages} passages, {args.queries} queries from {info['sentences']} sentences ({gen_s:.0f} s)",
           flush=True)  # fmt: skip
     rss_start = driver_peak_mb()
+    print(f"driver peak RSS before Ray: {rss_start:.0f} MB", flush=True)
 
     import pyarrow.parquet as pq
     import ray
@@ -292,7 +301,8 @@ def main() -> None:
         ray.wait([index_ref], num_returns=1, fetch_local=False)
         index_s = time.perf_counter() - t0
         nbytes = ray.get(ray.remote(num_cpus=0)(lambda i: i.nbytes()).remote(index_ref))
-        print(f"analysis + index: {index_s:.1f} s ({args.passages / index_s:,.0f} docs/s)", flush=True)
+        print(f"analysis + index: {index_s:.1f} s ({args.passages / index_s:,.0f} docs/s); "
+              f"driver peak RSS so far {driver_peak_mb():.0f} MB", flush=True)  # fmt: skip
         rows.append(("analysis + index (read, analyse, build)", args.passages / index_s, "docs/s", index_s,
                      f"index {nbytes / 1e6:,.0f} MB in the object store"))  # fmt: skip
         spill_index = spilled_mb()
@@ -301,6 +311,7 @@ def main() -> None:
                              pq.read_table(work / "qrels.parquet"))  # fmt: skip
         report = mine(data, cfg, work / "mined", ray=True, index=index_ref, show_progress=False)
         print(str(report), flush=True)
+        print(f"driver peak RSS after mining: {driver_peak_mb():.0f} MB", flush=True)
         rows.append(("mining (Ray Data actors, shards written by workers)", report.queries_per_second, "q/s",
                      report.timings["mining"], f"{report.workers} actors, {report.shards} shards"))  # fmt: skip
         rows.append(("mining, steady state (after the first shard)", report.steady_queries_per_second, "q/s",

@@ -121,6 +121,7 @@ def _scale_run(tmp_path: Path, passages: int) -> tuple[float, int]:
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=1500,
     )  # fmt: skip
     assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-3000:]
+    print("\n".join(line for line in res.stdout.splitlines() if "RSS" in line))
     last = res.stdout.strip().splitlines()[-2:]
     assert last[0].startswith("mining ray/bm25s steady: "), last
     m = re.fullmatch(r"driver peak RSS MB: (\d+)", last[1])
