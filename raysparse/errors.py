@@ -94,7 +94,9 @@ def user_error_message(err: BaseException) -> str | None:
         return connection
     if isinstance(err, OSError) and err.filename is not None:
         return f"{err.filename}: {err.strerror or err}"
-    if isinstance(err, (FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError)):
+    if isinstance(
+        err, (FileNotFoundError, FileExistsError, NotADirectoryError, IsADirectoryError, PermissionError)
+    ):
         return str(err)  # raised by our readers with a message that names the path
     if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT):
         return f"{err.strerror}: {err}"

@@ -211,11 +211,13 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    # `raysparse corpus dated: ...`: a verb with sub-verbs (dest "<verb>_command") names both in its messages
+    command = " ".join(filter(None, (args.command, getattr(args, f"{args.command}_command", None))))
     debug = bool(getattr(args, "debug", False)) or os.environ.get("RAYSPARSE_DEBUG", "") not in ("", "0")
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
-        print(f"raysparse {args.command}: interrupted", file=sys.stderr)
+        print(f"raysparse {command}: interrupted", file=sys.stderr)
         return 130
     except Exception as err:
         message = user_error_message(err)
@@ -223,7 +225,7 @@ def main(argv: list[str] | None = None) -> int:
             raise  # an internal error: the traceback is what a bug report needs
         if debug:
             traceback.print_exc()
-        print(f"raysparse {args.command}: {redact(message)}", file=sys.stderr)
+        print(f"raysparse {command}: {redact(message)}", file=sys.stderr)
         return 2
 
 

@@ -67,7 +67,6 @@ def run(args: argparse.Namespace) -> int:
         iter_query_file,
         sentence_pairs,
     )
-    from raysparse.data.errors import DataFormatError
 
     extra = []
     if args.max_variants is not None:
@@ -80,48 +79,42 @@ def run(args: argparse.Namespace) -> int:
     if args.triples and not args.out:
         print("raysparse augment: --out DIR is required with --triples", file=sys.stderr)
         return 2
-    try:
-        dictionary = BilingualDictionary.from_sources(dictionary_files, use_shared=cfg.use_shared_glossaries)
-        for report in dictionary.reports:
-            print(report, file=sys.stderr)
-        if len(dictionary) == 0:
-            print(
-                "raysparse augment: the dictionary is empty; pass --dictionary FILE or --shared-glossaries",
-                file=sys.stderr,
-            )
-            return 2
-
-        if args.queries:
-            queries = list(iter_query_file(args.queries))
-            variants = code_switch_batch(queries, dictionary, None, cfg.max_variants_per_query, cfg.seed)
-            out = open(args.out, "w", encoding="utf-8") if args.out else sys.stdout  # noqa: SIM115
-            try:
-                for q, vs in zip(queries, variants, strict=True):
-                    out.write(json.dumps({"query": q, "variants": vs}, ensure_ascii=False) + "\n")
-            finally:
-                if out is not sys.stdout:
-                    out.close()
-            report = AugmentReport(
-                queries_in=len(queries),
-                variants_out=sum(len(v) for v in variants),
-                queries_with_variants=sum(1 for v in variants if v),
-                queries_without_variant=sum(1 for v in variants if not v),
-                dictionary_pairs=len(dictionary),
-            )
-            print(report, file=sys.stderr)
-            return 0
-
-        out_dir = Path(args.out)
-        out_dir.mkdir(parents=True, exist_ok=True)
-        sentences, sentence_reports = sentence_pairs(parallel_files)
-        for r in sentence_reports:
-            print(r, file=sys.stderr)
-        report = augment_triples_file(
-            args.triples, dictionary, cfg, out_dir / "triples", use_ray=not args.no_ray
+    dictionary = BilingualDictionary.from_sources(dictionary_files, use_shared=cfg.use_shared_glossaries)
+    for report in dictionary.reports:
+        print(report, file=sys.stderr)
+    if len(dictionary) == 0:
+        print(
+            "raysparse augment: the dictionary is empty; pass --dictionary FILE or --shared-glossaries",
+            file=sys.stderr,
         )
-    except (DataFormatError, FileNotFoundError) as err:
-        print(f"raysparse augment: {err}", file=sys.stderr)
         return 2
+
+    if args.queries:
+        queries = list(iter_query_file(args.queries))
+        variants = code_switch_batch(queries, dictionary, None, cfg.max_variants_per_query, cfg.seed)
+        out = open(args.out, "w", encoding="utf-8") if args.out else sys.stdout  # noqa: SIM115
+        try:
+            for q, vs in zip(queries, variants, strict=True):
+                out.write(json.dumps({"query": q, "variants": vs}, ensure_ascii=False) + "\n")
+        finally:
+            if out is not sys.stdout:
+                out.close()
+        report = AugmentReport(
+            queries_in=len(queries),
+            variants_out=sum(len(v) for v in variants),
+            queries_with_variants=sum(1 for v in variants if v),
+            queries_without_variant=sum(1 for v in variants if not v),
+            dictionary_pairs=len(dictionary),
+        )
+        print(report, file=sys.stderr)
+        return 0
+
+    out_dir = Path(args.out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    sentences, sentence_reports = sentence_pairs(parallel_files)
+    for r in sentence_reports:
+        print(r, file=sys.stderr)
+    report = augment_triples_file(args.triples, dictionary, cfg, out_dir / "triples", use_ray=not args.no_ray)
 
     import pyarrow.parquet as pq
 

@@ -14,6 +14,7 @@ from raysparse.cli import (
     flag_overrides,
     setup_logging,
 )
+from raysparse.errors import InputError
 
 _WIKI_DESCRIPTION = """\
 Turn Wikipedia into passages in the corpus schema (doc_id, title, text, date, lang + page_id, passage_no, section,
@@ -140,17 +141,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     dated.set_defaults(func=run_dated)
 
 
-def _fail(command: str, err: Exception) -> int:
-    """A user error (bad input file or option): one line, exit 2 (the policy of raysparse.cli.main)."""
-    print(f"raysparse corpus {command}: {err}", file=sys.stderr)
-    return 2
-
-
 def run_wikipedia(args: argparse.Namespace) -> int:
     import shutil
 
     from raysparse.corpus.wikipedia import build_wikipedia, title_queries
-    from raysparse.data.errors import DataFormatError
 
     setup_logging()
     overrides = flag_overrides(
@@ -168,18 +162,15 @@ def run_wikipedia(args: argparse.Namespace) -> int:
     if args.keep_disambiguation:
         overrides.append("corpus.skip_disambiguation=false")
     if args.title_queries and not args.out:
-        return _fail("wikipedia", ValueError("--title-queries needs --out"))
+        raise InputError("--title-queries needs --out")
     cfg = config_from_args(args, overrides)
     if not args.no_ray:
         from raysparse.ray_utils import init_ray
 
         init_ray(cfg.ray.address)
-    try:
-        build = build_wikipedia(
-            args.inputs, cfg.corpus, ray=not args.no_ray, checksums=args.checksums, force=args.force
-        )
-    except (DataFormatError, FileNotFoundError) as err:
-        return _fail("wikipedia", err)
+    build = build_wikipedia(
+        args.inputs, cfg.corpus, ray=not args.no_ray, checksums=args.checksums, force=args.force
+    )
     output = Path(build.output)
     if args.out:
         out = Path(args.out)
@@ -209,21 +200,17 @@ def run_dated(args: argparse.Namespace) -> int:
     import pyarrow.parquet as pq
 
     from raysparse.corpus.dated import count_undated, read_dated_source, split_by_time, window_summary
-    from raysparse.data.errors import DataFormatError
 
     setup_logging()
-    try:
-        data = read_dated_source(
-            args.path,
-            args.format,
-            args.date_field,
-            args.text_field,
-            args.title_field or None,
-            args.id_field or None,
-            args.date,
-        )
-    except (DataFormatError, FileNotFoundError, ValueError) as err:
-        return _fail("dated", err)
+    data = read_dated_source(
+        args.path,
+        args.format,
+        args.date_field,
+        args.text_field,
+        args.title_field or None,
+        args.id_field or None,
+        args.date,
+    )
     for report in data.reports:
         print(report, file=sys.stderr)
     from raysparse.errors import require_nonempty
@@ -246,10 +233,7 @@ def run_dated(args: argparse.Namespace) -> int:
     }
     sides = {}
     if args.split_at:
-        try:
-            older, newer = split_by_time(data, args.split_at)
-        except ValueError as err:
-            return _fail("dated", err)
+        older, newer = split_by_time(data, args.split_at)
         for name, side in (("older", older), ("newer", newer)):
             pq.write_table(side.corpus, out / f"{name}.parquet")
             sides[name] = side

@@ -284,11 +284,7 @@ def run(args: argparse.Namespace) -> int:
     from raysparse.storage import local_model, resolve_output
 
     if args.model:
-        try:
-            args.model = local_model(args.model)  # a storage URI is copied to a local cache first
-        except (FileNotFoundError, ValueError) as err:
-            print(f"raysparse evaluate: --model: {err}", file=sys.stderr)
-            return 2
+        args.model = local_model(args.model)  # a storage URI is copied to a local cache first
 
     if args.opensearch and not (args.index and args.beir):
         print("raysparse evaluate: --opensearch needs --index NAME and --beir DIR", file=sys.stderr)

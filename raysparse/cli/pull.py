@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import sys
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -27,10 +26,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from raysparse.storage import pull
 
-    try:
-        dest = pull(args.location, args.to, force=args.force)
-    except (FileNotFoundError, FileExistsError, ValueError) as err:
-        print(f"raysparse pull: {err}", file=sys.stderr)
-        return 2
+    dest = pull(args.location, args.to, force=args.force)
     print(f"pulled: {dest}")
     return 0

@@ -92,25 +92,21 @@ def run(args: argparse.Namespace) -> int:
     from raysparse.tune import load_search_space, run_sweep
 
     location = resolve_output(args.out, cfg.ray.storage_path, "raysparse tune", address=cfg.ray.address)
-    try:
-        space = load_search_space(search_space_path(args.space or cfg.tune.search_space), cfg)
-        dev = read_beir(args.dev_beir)
-        for report in dev.reports:
-            logging.info("%s", report)
-        result = run_sweep(
-            cfg,
-            space,
-            args.triples,
-            dev,
-            location.local,
-            term_pairs=args.term_pairs,
-            sentence_pairs=args.sentence_pairs,
-            backbone_dir=backbone_dir,
-            export_formats=formats,
-        )
-    except (ValueError, FileNotFoundError) as err:  # bad input or settings: one clear line, not a traceback
-        print(f"raysparse tune: {err}", file=sys.stderr)
-        return 2
+    space = load_search_space(search_space_path(args.space or cfg.tune.search_space), cfg)
+    dev = read_beir(args.dev_beir)
+    for report in dev.reports:
+        logging.info("%s", report)
+    result = run_sweep(
+        cfg,
+        space,
+        args.triples,
+        dev,
+        location.local,
+        term_pairs=args.term_pairs,
+        sentence_pairs=args.sentence_pairs,
+        backbone_dir=backbone_dir,
+        export_formats=formats,
+    )
     location.publish()
     print(f"trials: {len(result.trials)} with metrics, {len(result.failed)} failed")
     if result.best_trial is None:
