@@ -144,7 +144,6 @@ def test_mining_job_scales_a_cpu_pool_node_up_and_down(shared_data, tmp_path):
     assert report["mode"] == "ray" and report["queries_mined"] == 300
 
 
-@pytest.mark.unverified
 @pytest.mark.slow
 @pytest.mark.timeout(1800)
 def test_mining_job_finishes_when_its_node_is_lost(shared_data, tmp_path):
