@@ -31,7 +31,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -43,6 +42,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from ray_head import JOB_EXCLUDES, free_port, ray_cli, start_head
 
 REPO = Path(__file__).resolve().parents[1]
 CLUSTER_YAML = REPO / "cluster.yaml"
@@ -51,18 +51,6 @@ FAKE_HEAD_TYPE = "ray.head.default"  # the fake provider hard-codes the head's n
 INSTANCE_VCPUS = {"m6i.2xlarge": 8, "c6i.4xlarge": 16, "g5.2xlarge": 8}
 DEFAULT_CPU_SCALE = 1 / 8  # c6i.4xlarge (16 vCPUs) -> 2 CPUs, g5.2xlarge (8 vCPUs) -> 1 CPU
 DEFAULT_IDLE_TIMEOUT_MIN = 0.25  # 15 s instead of cluster.yaml's 10 minutes
-JOB_EXCLUDES = [".git", "**/__pycache__", "outputs", "runs", ".venv", "*.parquet", ".ruff_cache"]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def ray_cli() -> str:
-    exe = Path(sys.executable).with_name("ray")
-    return str(exe) if exe.exists() else (shutil.which("ray") or "ray")
 
 
 def placement_wait_from_cluster_yaml(cfg: dict[str, Any]) -> str:
@@ -271,32 +259,13 @@ class FakeAutoscalingHead:
             **self.env,
         }
         env.pop("RAY_ADDRESS", None)
-        self._proc = subprocess.Popen(
-            [
-                ray_cli(),
-                "start",
-                "--head",
-                "--block",
-                f"--num-cpus={head_cpus}",
-                f"--port={gcs}",
-                f"--autoscaling-config={config_path}",
-                "--include-dashboard=true",
-                "--dashboard-host=127.0.0.1",
-                f"--dashboard-port={dash}",
-                f"--ray-client-server-port={free_port()}",
-                f"--dashboard-agent-listen-port={free_port()}",
-                f"--dashboard-agent-grpc-port={free_port()}",
-                f"--metrics-export-port={free_port()}",
-                f"--runtime-env-agent-port={free_port()}",
-                f"--object-store-memory={200 * 1024**2}",
-                f"--temp-dir={self.temp_dir}",
-                "--disable-usage-stats",
-            ],
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            start_new_session=True,  # its own process group: stop() ends exactly what it started
+        self._proc = start_head(
+            env,
+            gcs_port=gcs,
+            dashboard_port=dash,
+            temp_dir=self.temp_dir,
+            num_cpus=head_cpus,
+            extra=[f"--autoscaling-config={config_path}", f"--object-store-memory={200 * 1024**2}"],
         )
         self._wait_for_dashboard(timeout)
 

@@ -12,8 +12,6 @@ import json
 import os
 import re
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -23,19 +21,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from ray_head import JOB_EXCLUDES, SMALL_JOB_OVERRIDES, as_sets, free_port, ray_cli, start_head, stop_head
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def ray_cli() -> str:
-    exe = Path(sys.executable).with_name("ray")
-    return str(exe) if exe.exists() else (shutil.which("ray") or "ray")
 
 
 def wait_for_dashboard(url: str, head: subprocess.Popen, timeout: float = 120.0) -> None:
@@ -54,9 +42,6 @@ def wait_for_dashboard(url: str, head: subprocess.Popen, timeout: float = 120.0)
     raise TimeoutError(f"Ray dashboard at {url} did not answer within {timeout:.0f} s")
 
 
-EXCLUDES = [".git", "**/__pycache__", "outputs", "runs", ".venv", "*.parquet", ".ruff_cache", "build", "dist"]
-
-
 def job_env() -> dict[str, str]:
     env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}
     env.pop("RAY_ADDRESS", None)
@@ -71,31 +56,7 @@ def ray_head(env: dict[str, str]) -> Iterator[tuple[str, str]]:
     session_dir = tempfile.mkdtemp(
         prefix="rs-job-", dir="/tmp"
     )  # short: Ray's socket paths have a length limit
-    head = subprocess.Popen(
-        [
-            ray_cli(),
-            "start",
-            "--head",
-            "--block",
-            "--num-cpus=2",
-            f"--port={gcs}",
-            "--include-dashboard=true",
-            "--dashboard-host=127.0.0.1",
-            f"--dashboard-port={dash}",
-            f"--ray-client-server-port={free_port()}",
-            f"--dashboard-agent-listen-port={free_port()}",
-            f"--dashboard-agent-grpc-port={free_port()}",
-            f"--metrics-export-port={free_port()}",
-            f"--runtime-env-agent-port={free_port()}",
-            f"--temp-dir={session_dir}",
-            "--disable-usage-stats",
-        ],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,  # its own process group: we stop exactly what we started
-    )
+    head = start_head(env, gcs_port=gcs, dashboard_port=dash, temp_dir=session_dir, num_cpus=2)
     url = f"http://127.0.0.1:{dash}"
     try:
         wait_for_dashboard(url, head)
@@ -103,16 +64,6 @@ def ray_head(env: dict[str, str]) -> Iterator[tuple[str, str]]:
     finally:
         stop_head(head)
         shutil.rmtree(session_dir, ignore_errors=True)
-
-
-def stop_head(head: subprocess.Popen) -> None:
-    if head.poll() is None:
-        os.killpg(head.pid, signal.SIGTERM)  # `ray start --block` stops its own processes on SIGTERM
-        try:
-            head.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            os.killpg(head.pid, signal.SIGKILL)
-            head.wait(timeout=30)
 
 
 def submit(url: str, env: dict[str, str], *command: str, timeout: float = 480) -> subprocess.CompletedProcess:
@@ -125,7 +76,7 @@ def submit(url: str, env: dict[str, str], *command: str, timeout: float = 480) -
                 "submit",
                 f"--address={url}",
                 f"--working-dir={REPO}",
-                f"--runtime-env-json={json.dumps({'excludes': EXCLUDES})}",
+                f"--runtime-env-json={json.dumps({'excludes': JOB_EXCLUDES})}",
                 "--",
                 *command,
             ],
@@ -192,20 +143,7 @@ def test_ray_job_submit_runs_jobs_mine(shared_data, tmp_path):
         assert report["mode"] == "ray" and report["queries_mined"] == 40
 
 
-SMALL_JOB = [
-    "--set",
-    "train.max_steps=4",
-    "--set",
-    "train.eval_every=2",
-    "--set",
-    "train.checkpoint_every=2",
-    "--set",
-    "model.vocab_size=2000",
-    "--set",
-    "model.hidden_size=32",
-    "--set",
-    "model.intermediate_size=64",
-]
+SMALL_JOB = as_sets(SMALL_JOB_OVERRIDES)
 
 
 def printed_locations(log: str) -> dict[str, str]:

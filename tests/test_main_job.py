@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 import pytest
+from ray_head import SMALL_JOB_OVERRIDES, as_sets
 
 from tests.conftest import REPO_ROOT
 
@@ -21,18 +22,7 @@ def _run_job(out, *extra: str) -> subprocess.CompletedProcess:
         str(REPO_ROOT / "jobs" / "pipeline.py"),
         "--out",
         str(out),
-        "--set",
-        "train.max_steps=4",
-        "--set",
-        "train.eval_every=2",
-        "--set",
-        "train.checkpoint_every=2",
-        "--set",
-        "model.vocab_size=2000",
-        "--set",
-        "model.hidden_size=32",
-        "--set",
-        "model.intermediate_size=64",
+        *as_sets(SMALL_JOB_OVERRIDES),
         *extra,
     ]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=1500, env=env, cwd=REPO_ROOT)

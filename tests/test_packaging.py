@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from ray_head import SMALL_JOB_OVERRIDES, as_sets
 
 from raysparse.defaults import DEFAULT_CONFIG, TUNING_DIR, search_space_path
 from raysparse.files import apply_umask
@@ -97,25 +98,15 @@ def test_apply_umask_only_adds_what_the_umask_allows(tmp_path):
 # The wheel, installed into a fresh virtual environment, run from an empty directory
 # ---------------------------------------------------------------------------------------------------------------
 
-SMALL = [
-    "--set",
-    "train.max_steps=2",
-    "--set",
-    "train.eval_every=2",
-    "--set",
-    "train.checkpoint_every=2",
-    "--set",
-    "model.vocab_size=2000",
-    "--set",
-    "model.hidden_size=32",
-    "--set",
-    "model.intermediate_size=64",
-    # character bigrams instead of Kiwi for BM25 (mining, baseline): the same code paths, ~35x less tokenising time
-    "--set",
-    "mining.analyzer=bigram",
-    "--set",
-    "eval.bm25_analyzer=bigram",
-]
+SMALL = as_sets(
+    [
+        *SMALL_JOB_OVERRIDES,
+        "train.max_steps=2",  # later settings win
+        # character bigrams instead of Kiwi for BM25 (mining, baseline): the same code paths, ~35x less tokenising
+        "mining.analyzer=bigram",
+        "eval.bm25_analyzer=bigram",
+    ]
+)
 
 
 def _location(stdout: str, kind: str) -> str:
