@@ -271,6 +271,40 @@ def fit_lexical_prior(
     return prior.refit(tokenizer, texts, docs)
 
 
+TOKENIZER_FILES = (
+    "tokenizer.json",
+    "vocab.txt",
+    "sentencepiece.bpe.model",
+    "tokenizer.model",
+    "spiece.model",
+)
+
+
+def check_model_source(name_or_path: str | Path) -> None:
+    """Fail with one line naming the path when ``name_or_path`` is not a loadable model, before transformers does
+    (its messages for a wrong directory are about sentencepiece, Hub repo ids or slow tokenizers).
+
+    A local path (an existing one, or one written as a path: absolute, ``./``, ``~``) must be a directory with
+    ``config.json`` and a tokenizer file; anything else is taken for a Hub name and must be in the local cache
+    (these machines are offline).
+    """
+    from raysparse.errors import InputError
+
+    text = str(name_or_path)
+    path = Path(text).expanduser()
+    looks_local = path.exists() or path.is_absolute() or text.startswith((".", "~")) or text.count("/") > 1
+    if not looks_local:
+        return  # a Hub name: transformers resolves it (from the cache when offline)
+    if not path.is_dir():
+        raise InputError(f"{text}: no such model directory")
+    if not (path / "config.json").is_file():
+        raise InputError(f"{text}: not a model directory (no config.json)")
+    if not any((path / name).is_file() for name in TOKENIZER_FILES):
+        raise InputError(
+            f"{text}: not a model directory (no tokenizer: none of {', '.join(TOKENIZER_FILES)})"
+        )
+
+
 class SparseEncoder(nn.Module):
     """Sparse (vocabulary-sized, non-negative) encoder over any Hugging Face masked-LM.
 
@@ -743,6 +777,7 @@ class SparseEncoder(nn.Module):
                     word_start=tensors.get("word_start"),
                     continuation=tensors.get("continuation"),
                 )
+        check_model_source(name_or_path)
         tokenizer = AutoTokenizer.from_pretrained(str(name_or_path))
         mlm = AutoModelForMaskedLM.from_pretrained(str(name_or_path))
         kwargs: dict[str, Any] = {

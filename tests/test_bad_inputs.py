@@ -392,3 +392,56 @@ def test_a_write_that_dies_leaves_no_file_that_looks_complete(tmp_path):
         (tmp / "config.json").write_text("{}")
         raise RuntimeError("killed")
     assert not model_dir.exists() and not any(p.name.startswith(".model") for p in tmp_path.iterdir())
+
+
+def test_a_directory_that_is_not_a_model_is_one_line_naming_it(beir, tmp_path, capsys):
+    """Before: transformers' own errors (a traceback about sentencepiece, or "Repo id must be in the form ...")."""
+    not_model = tmp_path / "not-a-model"
+    not_model.mkdir()
+    (not_model / "config.json").write_text("{}", encoding="utf-8")
+    missing = tmp_path / "no-such-model"
+    for argv, expected in (
+        (["encode", "--json", "--model", str(not_model), "검색"], f"{not_model}: not a model directory (no tokenizer"),
+        (["evaluate", "--model", str(missing), "--beir", str(beir), "--out", str(tmp_path / "ev")],
+         f"{missing}: no such model directory"),
+    ):  # fmt: skip
+        code, _, err = run_cli(capsys, *argv)
+        assert code == 2, err
+        assert last_line(err) == f"raysparse {argv[0]}: " + last_line(err).split(": ", 1)[1]
+        assert expected in last_line(err) and "Traceback" not in err, err
+
+
+def test_invalid_yaml_is_one_line_with_its_position(tmp_path, capsys):
+    config = tmp_path / "bad.yaml"
+    config.write_text("train:\n  lr: [1,\n", encoding="utf-8")
+    code, _, err = run_cli(
+        capsys, "train", "--config", str(config), "--triples", "x", "--out", str(tmp_path / "o")
+    )
+    assert code == 2
+    assert (
+        err.strip()
+        == f"raysparse train: {config} line 3, column 1: not valid YAML: "
+        + err.strip().split("not valid YAML: ", 1)[1]
+    )
+    assert "\n" not in err.strip()
+
+
+def test_an_unreachable_opensearch_prints_no_library_traceback(tmp_path):
+    """opensearch-py logs each failed request with urllib3's traceback; the command's one line is all a user sees."""
+    import socket
+    import subprocess
+    import sys
+
+    from raysparse.data.sample import sample_dir
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # closed again: nothing listens there
+    done = subprocess.run(
+        [sys.executable, "-m", "raysparse", "index", "--url", f"http://127.0.0.1:{port}", "--index", "x",
+         "--model", str(sample_dir()), "--beir", str(sample_dir())],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 2, done.stderr
+    assert "Traceback" not in done.stderr and done.stderr.strip().endswith(")"), done.stderr
+    assert f"http://127.0.0.1:{port}" in done.stderr.strip().splitlines()[-1]

@@ -81,6 +81,9 @@ def setup_logging(level: int = logging.INFO) -> None:
     for handler in logging.getLogger().handlers:
         if not any(isinstance(f, RedactingFilter) for f in handler.filters):
             handler.addFilter(RedactingFilter())
+    # opensearch-py logs every failed request as a WARNING with the urllib3 traceback; raysparse reports the
+    # failure itself in one line (or retries it), so only the library's errors reach the console
+    logging.getLogger("opensearch").setLevel(logging.ERROR)
 
 
 def add_allow_empty_arg(parser: argparse.ArgumentParser, what: str) -> None:
