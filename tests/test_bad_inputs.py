@@ -445,3 +445,24 @@ def test_an_unreachable_opensearch_prints_no_library_traceback(tmp_path):
     assert done.returncode == 2, done.stderr
     assert "Traceback" not in done.stderr and done.stderr.strip().endswith(")"), done.stderr
     assert f"http://127.0.0.1:{port}" in done.stderr.strip().splitlines()[-1]
+
+
+def test_a_password_in_the_url_never_reaches_the_console(tmp_path, capsys):
+    """Before: `raysparse search --url http://admin:PW@host` printed the URL with its password in the error line."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    code, out, err = run_cli(
+        capsys,
+        "search",
+        "--url",
+        f"http://admin:hunter2-secret@127.0.0.1:{port}",
+        "--index",
+        "x",
+        "--lexical",
+        "검색",
+    )
+    assert code == 2
+    assert "hunter2-secret" not in out + err and f"http://admin:***@127.0.0.1:{port}" in err, err

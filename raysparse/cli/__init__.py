@@ -15,7 +15,7 @@ import os
 import pkgutil
 import sys
 import traceback
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -204,9 +204,42 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class _RedactingStream:
+    """A text stream that scrubs secrets (known secret values, ``user:password@`` in URLs) from every write: the
+    commands print URLs, settings and server messages in many places, and none of them may show a password."""
+
+    def __init__(self, stream: Any) -> None:
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        self._stream.write(redact(text))
+        return len(text)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+
+@contextlib.contextmanager
+def _redacted_console() -> Iterator[None]:
+    out, err = sys.stdout, sys.stderr
+    sys.stdout, sys.stderr = _RedactingStream(out), _RedactingStream(err)
+    try:
+        yield
+    finally:
+        sys.stdout, sys.stderr = out, err
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run one command under the shared error policy (:mod:`raysparse.errors`): a user error is one line on
-    stderr and exit code 2, an internal error keeps its traceback (exit 1), ``--debug`` shows tracebacks for all."""
+    stderr and exit code 2, an internal error keeps its traceback (exit 1), ``--debug`` shows tracebacks for all.
+    Everything the command prints goes through :func:`redact`."""
+    if isinstance(sys.stdout, _RedactingStream):
+        return _main(argv)
+    with _redacted_console():
+        return _main(argv)
+
+
+def _main(argv: list[str] | None) -> int:
     from raysparse.errors import user_error_message
 
     parser = build_parser()
