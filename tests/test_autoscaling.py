@@ -242,6 +242,7 @@ def _job_env() -> dict[str, str]:
         "TORCH_EXTENSIONS_DIR": os.environ["TORCH_EXTENSIONS_DIR"],
         # a worker group waiting for the autoscaler to replace a node must not give up after Train's default 60 s
         "RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S": "600",
+        "RAYSPARSE_DEBUG": "1",  # a failing job's log then carries the traceback
     }
 
 
@@ -286,7 +287,7 @@ def test_training_job_waits_for_a_gpu_pool_node_checkpoints_and_resumes_after_lo
             600,
             what="a training step after the first checkpoint",
         )
-        assert list((storage / "as-train").glob("checkpoint_*")), "no checkpoint under ray.storage_path"
+        assert list(storage.glob("as-train-*/checkpoint_*")), "no checkpoint under ray.storage_path"
         workers = head.actors("RayTrainWorker", head.job_id(job.submission_id))
         gpu_nodes = {n["node_id"] for n in _new_nodes(head, before, "gpu_pool")}
         assert workers and {w["node_id"] for w in workers} <= gpu_nodes, (workers, gpu_nodes)
@@ -312,7 +313,7 @@ def test_training_job_waits_for_a_gpu_pool_node_checkpoints_and_resumes_after_lo
     )  # restarted after a checkpoint, not at 0
     assert steps[kill_index:] == list(range(resumed_from + 1, max_steps + 1)), steps
     assert records[kill_index]["pid"] != records[kill_index - 1]["pid"]
-    checkpoints = sorted((storage / "as-train").glob("checkpoint_*"))
+    checkpoints = sorted(storage.glob("as-train-*/checkpoint_*"))  # the run's directory: <name>-<identity hash>
     assert checkpoints, "no checkpoint under ray.storage_path"
     state = json.loads((out / "history.jsonl").read_text().splitlines()[-1])
     assert state["step"] == max_steps
