@@ -191,6 +191,45 @@ def build_local_backbone(
     return str(out)
 
 
+def sparse_model_backbone(backbone: str, query_mode: str) -> tuple[str, dict[str, Any], dict[str, Any]]:
+    """The masked-LM directory to train from and the overrides a sentence-transformers / OpenSearch sparse model
+    brings (:func:`raysparse.interop.read_sparse_model`): inference-free query weights from its ``idf.json`` (or its
+    ``SparseStaticEmbedding`` weights). Any other backbone (HF directory or name, raysparse model): as given."""
+    import logging
+
+    from raysparse.interop import read_sparse_model
+
+    layout = read_sparse_model(backbone)
+    if layout is None:
+        return backbone, {}, {}
+    log = logging.getLogger(__name__)
+    for note in layout.notes:
+        log.warning("%s: %s", backbone, note)
+    info: dict[str, Any] = {"backbone_layout": layout.kind, "backbone_mlm": str(layout.mlm_dir)}
+    overrides: dict[str, Any] = {}
+    if layout.query_weights is not None:
+        if query_mode == "inference_free":
+            overrides["query_weights"] = layout.query_weights
+            info["query_weights_from"] = layout.query_weights_source
+            info["idf_tokens_missing"] = layout.missing_idf_tokens  # they get 1.0, ml-commons' default
+            info["idf_keys_unknown"] = layout.unknown_idf_tokens  # keys that are no token of the vocabulary
+            if layout.missing_idf_tokens or layout.unknown_idf_tokens:
+                log.warning(
+                    "%s: %d vocabulary tokens have no weight (given 1.0), %d keys are no vocabulary token (skipped)",
+                    layout.query_weights_source,
+                    layout.missing_idf_tokens,
+                    layout.unknown_idf_tokens,
+                )
+        else:
+            log.warning(
+                "%s: its inference-free query weights are not used (model.query_mode is %s)",
+                backbone,
+                query_mode,
+            )
+    log.info("backbone %s: %s layout, masked LM in %s", backbone, layout.kind, layout.mlm_dir)
+    return str(layout.mlm_dir), overrides, info
+
+
 def build_encoder(
     backbone: str,
     model_cfg: ModelConfig,
@@ -209,22 +248,27 @@ def build_encoder(
     - ``translation_prior > 0``: a Korean<->English piece translation table (:mod:`raysparse.alignment`) learned
       from ``sentence_pairs`` and ``glossary_pairs``, pre-tokenised like the encoder's input;
     - ``lexical_weighting: logit``: ``lexical_prior`` on each token's own logit instead.
-    Works the same for the local backbone and HF models (klue/bert-base, xlm-roberta-base).
+    Works the same for the local backbone, HF models (klue/bert-base, xlm-roberta-base) and sentence-transformers /
+    OpenSearch sparse model directories (:func:`sparse_model_backbone`: their masked LM, and their ``idf.json`` as
+    inference-free query weights).
     """
     from raysparse.encoding import kiwi_segment_with_tags, pretokenize, spec_from_model_config
     from raysparse.model import SparseEncoder, fit_lexical_prior
 
     spec = spec_from_model_config(model_cfg)
     bm25 = model_cfg.lexical_weighting == "bm25"
+    mlm_dir, layout_overrides, layout_info = sparse_model_backbone(backbone, model_cfg.query_mode)
     encoder = SparseEncoder.from_pretrained(
-        backbone,
+        mlm_dir,
         lexical_prior=model_cfg.lexical_prior,
         query_mode=model_cfg.query_mode,
         spec=spec,
         neural_weight=model_cfg.neural_weight,
         translation_side=model_cfg.translation_side,
+        **layout_overrides,
     )
     info: dict[str, Any] = {"encoding": spec.to_dict(), "lexical_weighting": model_cfg.lexical_weighting}
+    info.update(layout_info)
     if bm25:
         texts = list(background_texts) or list(documents or [])
         if not texts:

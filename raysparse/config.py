@@ -260,7 +260,7 @@ class TuneConfig(_Section):
 
 
 class ExportConfig(_Section):
-    formats: list[Literal["torchscript", "onnx", "opensearch", "hf"]] = Field(
+    formats: list[Literal["torchscript", "onnx", "opensearch", "hf", "sentence-transformers"]] = Field(
         default_factory=lambda: ["torchscript", "onnx", "opensearch"]
     )
     opset: int = Field(default=17, ge=11)

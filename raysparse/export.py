@@ -33,6 +33,7 @@ Layout of an export directory (``OUT``)::
     OUT/opensearch/<name>-sparse-encoding.zip (+ .register.json)
     OUT/opensearch/<name>-sparse-tokenize.zip (+ .register.json)   inference-free models only
     OUT/hf/                           SparseEncoder.save_pretrained layout
+    OUT/sentence-transformers/        sentence_transformers.SparseEncoder(path) loads it (raysparse.interop)
     OUT/MODEL_CARD.md
 """
 
@@ -56,7 +57,7 @@ from torch import nn
 
 from raysparse.config import ExportConfig
 
-FORMATS = ("torchscript", "onnx", "opensearch", "hf")
+FORMATS = ("torchscript", "onnx", "opensearch", "hf", "sentence-transformers")
 INPUT_NAMES = ["input_ids", "attention_mask"]
 ONNX_OUTPUT_NAME = "sparse_vector"
 OPENSEARCH_OUTPUT_KEY = "output"
@@ -639,6 +640,19 @@ def export_model(
                     "parity_max_abs_diff": diff,
                 }
             )
+        elif fmt == "sentence-transformers":
+            from raysparse.interop import ST_SUBDIR, export_sentence_transformers
+
+            entry = export_sentence_transformers(
+                encoder,
+                out / ST_SUBDIR,
+                model_dir=model_dir,
+                example=example,
+                queries=random_sentences(words, 32, 1, 8, seed=seed + 11),
+                documents=random_sentences(words, 32, 5, 60, seed=seed + 12),
+            )
+            _check(str(out / ST_SUBDIR), entry["parity_max_abs_diff"], tol)
+            files.append({"path": ST_SUBDIR, **entry})
         for entry in files[first:]:  # wall time of the whole step (one step may write several files)
             entry["seconds"] = round(time.perf_counter() - t0, 2)
 

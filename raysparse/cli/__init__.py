@@ -167,6 +167,9 @@ def backbone_from_args(value: str | None) -> tuple[list[str], str | None]:
     """``--backbone`` of train/tune: ``local-small`` is a config override, a directory or Hub name goes to training."""
     if value == "local-small":
         return ["model.backbone=local-small"], None
+    if value and any((Path(value) / name).is_file() for name in ("modules.json", "idf.json")):
+        # a sentence-transformers / OpenSearch sparse model: built like model.backbone (its MLM + priors + idf.json)
+        return [f"model.backbone={value}"], None
     return [], value or None
 
 

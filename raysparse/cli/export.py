@@ -9,7 +9,7 @@ from pathlib import Path
 
 from raysparse.cli import add_config_args, config_from_args, print_locations
 
-EXPORT_FORMATS = ("torchscript", "onnx", "opensearch", "hf")
+EXPORT_FORMATS = ("torchscript", "onnx", "opensearch", "hf", "sentence-transformers")
 
 
 def _formats(text: str) -> list[str]:
