@@ -449,3 +449,84 @@ def read_sparse_model(path: str | Path) -> SparseModelLayout | None:
         _query_weights_from_dir(root, tokenizer, _mlm_vocab_size(root), layout)
         return layout
     return None
+
+
+# ---------------------------------------------------------------------------------------------- evaluation
+ST_METRICS = {"ndcg@10": "ndcg@10", "mrr@10": "mrr@10", "recall@100": "recall@100", "map@100": "map@100"}
+
+
+def st_evaluator_figures(
+    encoder: Any, data: Any, work_dir: str | Path, *, batch_size: int = 32, name: str = "raysparse"
+) -> dict[str, Any]:
+    """sentence-transformers' ``SparseInformationRetrievalEvaluator`` on ``data`` with the model exported to
+    ``work_dir`` (the same vectors as raysparse for texts that fit one window, see the module docstring).
+
+    Relevance is binary there (qrels score > 0) and ranking ties break by the library's top-k, so graded qrels or
+    tied scores can move its figures away from raysparse's; the returned ``differences`` name what else differs.
+    """
+    _require_st()
+    from sentence_transformers import SparseEncoder as STSparseEncoder
+    from sentence_transformers.sparse_encoder.evaluation import SparseInformationRetrievalEvaluator
+
+    from raysparse.evaluation import document_texts
+    from raysparse.export import parity_batches, words_from_texts
+
+    queries = dict(
+        zip(data.queries.column("query_id").to_pylist(), data.queries.column("text").to_pylist(), strict=True)
+    )
+    docs = document_texts(data)
+    corpus = dict(zip(data.corpus.column("doc_id").to_pylist(), docs, strict=True))
+    relevant: dict[str, set[str]] = {}
+    for qid, did, score in zip(
+        data.qrels.column("query_id").to_pylist(),
+        data.qrels.column("doc_id").to_pylist(),
+        data.qrels.column("score").to_pylist(),
+        strict=True,
+    ):
+        if score > 0 and qid in queries and did in corpus:
+            relevant.setdefault(qid, set()).add(did)
+    if (
+        encoder.spec.lexical_statistics == "corpus"
+    ):  # as raysparse evaluate encodes: statistics of this corpus
+        encoder = encoder.with_corpus_statistics(docs)
+    sample_q, sample_d = list(queries.values())[:32], docs[:32]
+    example = parity_batches(encoder.tokenizer, words_from_texts(sample_q + sample_d))[-1]
+    st_dir = Path(work_dir)
+    entry = export_sentence_transformers(
+        encoder,
+        st_dir,
+        model_dir=Path(name),
+        example=example,
+        queries=sample_q,
+        documents=sample_d + sample_q,
+    )  # the queries double as short documents: a corpus of long passages may have none that fits one window
+    model = STSparseEncoder(str(st_dir), trust_remote_code=bool(entry["remote_code"]), device="cpu")
+    evaluator = SparseInformationRetrievalEvaluator(
+        queries,
+        corpus,
+        relevant,
+        ndcg_at_k=[10],
+        mrr_at_k=[10],
+        accuracy_at_k=[1],
+        precision_recall_at_k=[100],
+        map_at_k=[100],
+        batch_size=batch_size,
+        name=name,
+        write_csv=False,
+    )
+    raw = evaluator(model)
+    figures = {}
+    for ours, suffix in ST_METRICS.items():
+        key = next((k for k in raw if k.endswith(suffix)), None)
+        if key is not None:
+            figures[ours] = float(raw[key])
+    return {
+        "sentence_transformers_version": entry["sentence_transformers_version"],
+        "evaluator": "SparseInformationRetrievalEvaluator",
+        "queries": len(relevant),
+        "metrics": figures,
+        "remote_code": entry["remote_code"],
+        "differences": entry["differences"],
+        "parity_on_sample": entry["parity"],
+        "raw": {k: float(v) for k, v in raw.items()},
+    }

@@ -259,3 +259,65 @@ def test_bad_idf_json_is_one_clear_error(base, layouts, tmp_path):
     (path / "idf.json").write_text('{"서울": "high"}')
     with pytest.raises(InputError, match=r"idf.json: token '서울': weight must be a number"):
         read_sparse_model(path)
+
+
+# ------------------------------------------------------------------------------------------------ evaluation
+@pytest.mark.slow
+def test_evaluate_reports_the_sentence_transformers_evaluator_and_they_agree(
+    shared_data, base, tmp_path, capsys
+):
+    """`raysparse evaluate --st-evaluator` on KLUE-MRC subset: SparseInformationRetrievalEvaluator's nDCG@10 /
+    MRR@10 / recall@100 equal ours within 1e-6 (binary qrels; one window per passage on both sides)."""
+    import pyarrow as pa
+
+    from raysparse.cli import main
+    from raysparse.data import read_squad, write_beir
+    from raysparse.schemas import RetrievalData
+
+    klue = read_squad(shared_data / "klue-mrc-odqa" / "validation.jsonl")
+    qrels = klue.qrels.slice(0, 80)
+    judged = set(qrels.column("doc_id").to_pylist())
+    others = [d for d in klue.corpus.column("doc_id").to_pylist() if d not in judged][:40]
+    corpus = klue.corpus.filter(pa.compute.is_in(klue.corpus.column("doc_id"), pa.array([*judged, *others])))
+    beir = write_beir(
+        RetrievalData(corpus, klue.queries.slice(0, 80), qrels, klue.reports), tmp_path / "klue"
+    )
+    # a logit-prior model (remote-code export) reading one window per passage, as sentence-transformers does
+    encoder = _encoder(base, lexical_prior=5.0, spec={"max_windows": 1})
+    encoder.save_pretrained(tmp_path / "model")
+    out = tmp_path / "out"
+    argv = [
+        "evaluate",
+        "--model",
+        str(tmp_path / "model"),
+        "--beir",
+        str(beir),
+        "--no-baseline",
+        "--out",
+        str(out),
+    ]
+    assert main([*argv, "--st-evaluator"]) == 0
+    printed = capsys.readouterr().out
+    assert "sentence-transformers" in printed and "ndcg@10" in printed
+    metrics = json.loads((out / "metrics.json").read_text())
+    theirs = metrics["sentence_transformers"]["metrics"]
+    assert metrics["sentence_transformers"]["queries"] == metrics["num_queries"] == 80
+    assert 0.2 < metrics["ndcg@10"] < 1.0  # a real ranking task, not a trivial one
+    for name in ("ndcg@10", "mrr@10", "recall@100"):
+        assert theirs[name] == pytest.approx(metrics[name], abs=1e-6), name
+    assert (out / "model" / "st_evaluator.json").is_file()
+    assert (
+        main(
+            [
+                "evaluate",
+                "--bm25",
+                "bigram",
+                "--beir",
+                str(beir),
+                "--out",
+                str(tmp_path / "o2"),
+                "--st-evaluator",
+            ]
+        )
+        == 2
+    )

@@ -53,6 +53,13 @@ def register(subparsers: Any) -> None:
         help="override the model's saved encoding spec (repeatable, logged), e.g. doc_top_k=100, max_windows=1",
     )
     parser.add_argument("--no-baseline", action="store_true", help="with --model: skip BM25 and the report")
+    parser.add_argument(
+        "--st-evaluator",
+        action="store_true",
+        help="with --model: also export it to sentence-transformers (a temporary copy) and report that library's "
+        "SparseInformationRetrievalEvaluator figures on the same set next to ours (OUT/model/st_evaluator.json, "
+        "metrics.json 'sentence_transformers'; needs sentence-transformers, see docs/interop.md)",
+    )
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument(
         "--beir", metavar="DIR", help="BEIR directory: corpus.jsonl, queries.jsonl, qrels/<split>.tsv"
@@ -187,6 +194,8 @@ def _evaluate_collection(args: argparse.Namespace, cfg: Any, data: Any, out: Pat
         if baseline and model is not None
         else {}
     )
+    if model is not None and args.st_evaluator:
+        extra["sentence_transformers"] = _st_evaluator(model, data, out, results[0])
     write_metrics(primary, out / "metrics.json", **extra)
     if model is not None and baseline is not None:
         from raysparse.evaluation.devsets import dictionary_pairs
@@ -200,6 +209,28 @@ def _evaluate_collection(args: argparse.Namespace, cfg: Any, data: Any, out: Pat
         path = write_report(out, data, primary, baseline, model=model, pairs=pairs, pairs_source=source)
         print(f"report: {path}")
     return results
+
+
+def _st_evaluator(model: Any, data: Any, out: Path, ours: Any) -> dict[str, Any]:
+    """sentence-transformers' evaluator on the same set (raysparse.interop), printed next to our figures."""
+    import tempfile
+
+    from raysparse.interop import st_evaluator_figures
+
+    with tempfile.TemporaryDirectory(prefix="raysparse-st-") as tmp:
+        figures = st_evaluator_figures(model, data, Path(tmp) / "model")
+    (out / ours.system).mkdir(parents=True, exist_ok=True)
+    (out / ours.system / "st_evaluator.json").write_text(
+        json.dumps(figures, indent=2) + "\n", encoding="utf-8"
+    )
+    print(f"{'metric':<12} {'raysparse':>10} {'sentence-transformers':>22} {'|diff|':>9}")
+    for name, theirs in figures["metrics"].items():
+        if name in ours.metrics:
+            mine = float(ours.metrics[name])
+            print(f"{name:<12} {mine:>10.4f} {theirs:>22.4f} {abs(mine - theirs):>9.2e}")
+    for note in figures["differences"]:
+        print(f"note: {note}", file=sys.stderr)
+    return {k: figures[k] for k in ("sentence_transformers_version", "queries", "metrics", "differences")}
 
 
 def _translator(args: argparse.Namespace, cfg: Any) -> Any:
@@ -306,6 +337,9 @@ def run(args: argparse.Namespace) -> int:
         print(summary_table([result]))
         print_locations(location, {"metrics": location.local / "metrics.json"})
         return 0
+    if args.st_evaluator and not args.model:
+        print("raysparse evaluate: --st-evaluator needs --model DIR", file=sys.stderr)
+        return 2
     if not args.model and not args.bm25:
         print("raysparse evaluate: give --model DIR and/or --bm25 kiwi|bigram", file=sys.stderr)
         return 2
