@@ -167,9 +167,29 @@ def _standard_modules(encoder: Any, staging: Path) -> list[Any]:
     return [Router.for_query_document(query_modules=query, document_modules=document)]
 
 
+class PrunedEncoder(torch.nn.Module):
+    """The encoder's two tensor paths followed by the spec's pruning: what the remote-code module traces."""
+
+    def __init__(self, encoder: Any) -> None:
+        super().__init__()
+        self.encoder = encoder
+        self.spec = encoder.spec
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        from raysparse.model import prune
+
+        return prune(self.encoder(input_ids, attention_mask), self.spec.doc_top_k, self.spec.threshold)
+
+    def query_forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        from raysparse.model import prune
+
+        reps = self.encoder.query_forward(input_ids, attention_mask)
+        return prune(reps, self.spec.query_top_k, self.spec.threshold)
+
+
 def _remote_module(encoder: Any, example: dict[str, torch.Tensor]) -> Any:
     cls = _load_remote_class()
-    cpu = copy.deepcopy(encoder).cpu().eval()
+    cpu = PrunedEncoder(copy.deepcopy(encoder).cpu()).eval()
     args = (example["input_ids"], example["attention_mask"])
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # TracerWarnings; checked by the parity run below
@@ -180,9 +200,6 @@ def _remote_module(encoder: Any, example: dict[str, torch.Tensor]) -> Any:
         encoder.tokenizer,
         max_query_length=spec.max_query_length,
         max_doc_length=spec.max_doc_length,
-        query_top_k=spec.query_top_k,
-        doc_top_k=spec.doc_top_k,
-        threshold=spec.threshold,
         vocab_size=encoder.vocab_size,
     )
 

@@ -76,11 +76,13 @@ def _modes(base: dict) -> dict[str, dict]:
         "logit-prior": {"lexical_prior": 5.0},
         "bm25-encoder": {"lexical": lexical, "neural_weight": 0.5},
         "bm25-inference-free": {"lexical": lexical, "query_mode": "inference_free", "query_weights": idf},
+        "pruned": {"spec": {"doc_top_k": 6, "query_top_k": 3}},  # per-side pruning: traced into the module
     }
 
 
 @pytest.mark.parametrize(
-    "mode", ["plain-encoder", "plain-inference-free", "logit-prior", "bm25-encoder", "bm25-inference-free"]
+    "mode",
+    ["plain-encoder", "plain-inference-free", "logit-prior", "bm25-encoder", "bm25-inference-free", "pruned"],
 )
 def test_sentence_transformers_loads_the_export_and_gets_raysparse_vectors(base, mode):
     """Korean, English and mixed texts (one window) encode to raysparse's vectors through SparseEncoder(path);
@@ -102,6 +104,8 @@ def test_sentence_transformers_loads_the_export_and_gets_raysparse_vectors(base,
             encode = model.encode_query if is_query else model.encode_document
             theirs = encode(texts, convert_to_tensor=True).to_dense().float()
             assert (ours > 0).sum(1).min() >= 2, "vectors must not be (nearly) empty"
+            if mode == "pruned":
+                assert int((ours > 0).sum(1).max()) == (3 if is_query else 6)
             torch.testing.assert_close(theirs, ours, atol=1e-5, rtol=1e-5)
             # same terms in the same order through the library's decoding
             top = model.decode(theirs[0], top_k=5)

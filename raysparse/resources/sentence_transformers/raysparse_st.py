@@ -5,7 +5,7 @@ Written next to the model by ``raysparse export --format sentence-transformers``
 sentence-transformers only (not raysparse): the whole raysparse encoder -- masked-LM logits, the lexical (BM25) and
 translation priors, max-pooling, the special-token mask -- is one TorchScript file traced by raysparse with two methods,
 ``forward`` (documents) and ``query_forward`` (queries, incl. inference-free weights), so nothing of the model's math
-is re-implemented here. Pruning (top-k per side, threshold) follows the model's encoding spec.
+is re-implemented here; pruning (top-k per side, threshold, from the model's encoding spec) is traced into it too.
 
 The traced graph runs on CPU (tracing fixed the device of the tensors it creates); on a GPU machine inputs are moved to
 the CPU and the output back. A document longer than ``max_doc_length`` tokens is truncated to its first window
@@ -28,26 +28,10 @@ except ImportError:  # sentence-transformers 5.x
 GRAPH_FILE = "raysparse_graph.pt"
 
 
-def _prune(reps: torch.Tensor, top_k: int | None, threshold: float) -> torch.Tensor:
-    if threshold > 0:
-        reps = torch.where(reps > threshold, reps, torch.zeros_like(reps))
-    if top_k is None or top_k >= reps.shape[1] or reps.shape[0] == 0:
-        return reps
-    values, index = torch.topk(reps, int(top_k), dim=1)
-    return torch.zeros_like(reps).scatter_(1, index, values)
-
-
 class RaySparseModule(InputModule):
     """Tokenize by task (query/document lengths) and run raysparse's traced encoder; output (B, V) weights."""
 
-    config_keys: ClassVar[list[str]] = [
-        "max_query_length",
-        "max_doc_length",
-        "query_top_k",
-        "doc_top_k",
-        "threshold",
-        "vocab_size",
-    ]
+    config_keys: ClassVar[list[str]] = ["max_query_length", "max_doc_length", "vocab_size"]
     forward_kwargs: ClassVar[set[str]] = {"task"}
 
     def __init__(
@@ -56,9 +40,6 @@ class RaySparseModule(InputModule):
         tokenizer: Any,
         max_query_length: int = 32,
         max_doc_length: int = 128,
-        query_top_k: int | None = None,
-        doc_top_k: int | None = None,
-        threshold: float = 0.0,
         vocab_size: int | None = None,
     ) -> None:
         super().__init__()
@@ -66,9 +47,6 @@ class RaySparseModule(InputModule):
         self.tokenizer = tokenizer
         self.max_query_length = int(max_query_length)
         self.max_doc_length = int(max_doc_length)
-        self.query_top_k = query_top_k
-        self.doc_top_k = doc_top_k
-        self.threshold = float(threshold)
         self.vocab_size = int(vocab_size or len(tokenizer))
         self.max_seq_length = self.max_doc_length
         # a buffer so SparseEncoder.device resolves (the module has no parameters of its own)
@@ -90,12 +68,7 @@ class RaySparseModule(InputModule):
         device = ids.device
         ids, mask = ids.cpu().long(), mask.cpu().long()
         with torch.no_grad():
-            if task == "query":
-                reps = self.graph.query_forward(ids, mask)
-                reps = _prune(reps, self.query_top_k, self.threshold)
-            else:
-                reps = self.graph(ids, mask)
-                reps = _prune(reps, self.doc_top_k, self.threshold)
+            reps = self.graph.query_forward(ids, mask) if task == "query" else self.graph(ids, mask)
         features["sentence_embedding"] = reps.to(device)
         return features
 
