@@ -573,38 +573,27 @@ def export_model(
     files: list[dict[str, Any]] = []
     for fmt in tqdm(formats, desc="export", leave=False):
         t0, first = time.perf_counter(), len(files)
-        if fmt == "torchscript":
-            path = export_torchscript(encoder, example, out / TORCHSCRIPT_FILE)
-            diff = torchscript_parity(encoder, path, batches)
-            _check(str(path), diff, tol)
-            files.append(
-                _file_entry(
-                    path,
-                    out,
-                    format="torchscript",
-                    inputs={"input_ids": "int64 (B, L)", "attention_mask": "int64 (B, L)"},
-                    outputs={"return": "float32 (B, V)"},
-                    parity_max_abs_diff=diff,
-                )
-            )
-        elif fmt == "onnx":
-            path = export_onnx(encoder, example, out / ONNX_FILE, opset=cfg.opset)
-            diff = onnx_parity(encoder, path, batches)
-            _check(str(path), diff, tol)
-            files.append(
-                _file_entry(
-                    path,
-                    out,
-                    format="onnx",
-                    opset=cfg.opset,
-                    inputs={
+        if fmt in ("torchscript", "onnx"):
+            if fmt == "torchscript":
+                path = export_torchscript(encoder, example, out / TORCHSCRIPT_FILE)
+                diff = torchscript_parity(encoder, path, batches)
+                io: dict[str, Any] = {
+                    "inputs": {"input_ids": "int64 (B, L)", "attention_mask": "int64 (B, L)"},
+                    "outputs": {"return": "float32 (B, V)"},
+                }
+            else:
+                path = export_onnx(encoder, example, out / ONNX_FILE, opset=cfg.opset)
+                diff = onnx_parity(encoder, path, batches)
+                io = {
+                    "opset": cfg.opset,
+                    "inputs": {
                         "input_ids": "int64 (batch, sequence)",
                         "attention_mask": "int64 (batch, sequence)",
                     },
-                    outputs={ONNX_OUTPUT_NAME: "float32 (batch, V)"},
-                    parity_max_abs_diff=diff,
-                )
-            )
+                    "outputs": {ONNX_OUTPUT_NAME: "float32 (batch, V)"},
+                }
+            _check(str(path), diff, tol)
+            files.append(_file_entry(path, out, format=fmt, **io, parity_max_abs_diff=diff))
         elif fmt == "opensearch":
             entries = build_opensearch_bundles(
                 encoder, example, out / "opensearch", name=name, version=version, max_length=max_length

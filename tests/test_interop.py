@@ -325,3 +325,35 @@ def test_evaluate_reports_the_sentence_transformers_evaluator_and_they_agree(
         )
         == 2
     )
+
+
+def test_cli_export_sentence_transformers_and_kiwi_refusal(base, tmp_path, capsys):
+    """`raysparse export --format sentence-transformers`: manifest entry with parity; a Kiwi model: exit 2, one line."""
+    from sentence_transformers import SparseEncoder as STSparseEncoder
+
+    from raysparse.cli import main
+
+    encoder = _encoder(base, lexical_prior=5.0)
+    encoder.save_pretrained(tmp_path / "m")
+    out = tmp_path / "out"
+    argv = ["export", "--model", str(tmp_path / "m"), "--out", str(out), "--format", "sentence-transformers"]
+    assert main(argv) == 0
+    (entry,) = json.loads((out / "manifest.json").read_text())["files"]
+    assert entry["path"] == "sentence-transformers" and entry["remote_code"] == ["lexical logit prior"]
+    assert entry["parity_max_abs_diff"] <= 1e-5 and entry["parity"]["query_texts"] > 0
+    model = STSparseEncoder(str(out / "sentence-transformers"), trust_remote_code=True, device="cpu")
+    assert model.encode_query(KO, convert_to_tensor=True).shape == (3, encoder.vocab_size)
+    capsys.readouterr()
+    _encoder(base, lexical_prior=5.0, spec={"pretokenize": "kiwi"}).save_pretrained(tmp_path / "kiwi")
+    argv = [
+        "export",
+        "--model",
+        str(tmp_path / "kiwi"),
+        "--out",
+        str(tmp_path / "o2"),
+        "--format",
+        "sentence-transformers",
+    ]
+    assert main(argv) == 2
+    err = [line for line in capsys.readouterr().err.splitlines() if "pretokenize" in line]
+    assert len(err) == 1 and "kiwi" in err[0]
