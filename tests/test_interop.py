@@ -357,3 +357,55 @@ def test_cli_export_sentence_transformers_and_kiwi_refusal(base, tmp_path, capsy
     assert main(argv) == 2
     err = [line for line in capsys.readouterr().err.splitlines() if "pretokenize" in line]
     assert len(err) == 1 and "kiwi" in err[0]
+
+
+@pytest.mark.slow
+def test_training_runs_from_a_sentence_transformers_router_backbone(shared_data, base, layouts, tmp_path):
+    """model.backbone = a sentence-transformers inference-free Router directory: the training loop (one process,
+    DDP fallback) builds the encoder from its MLM, starts the query weights from its idf.json and moves both."""
+    import pyarrow.parquet as pq
+    from test_train import msmarco_pairs, triples_table
+    from transformers import AutoModelForMaskedLM
+
+    from raysparse.config import load_config
+    from raysparse.model import SparseEncoder
+    from raysparse.train import train_single_process
+
+    path, weights = layouts["router-idf"]
+    pq.write_table(triples_table(msmarco_pairs(shared_data, "kor", 24)), tmp_path / "triples.parquet")
+    overrides = [f"model.{k}={v}" for k, v in TINY.items()]
+    cfg = load_config(
+        None,
+        [
+            *overrides,
+            f"model.backbone={path}",
+            "model.query_mode=inference_free",
+            "model.lexical_prior=0",
+            "model.translation_prior=0",
+            "train.deepspeed.enabled=false",
+            "train.batch_size=4",
+            "train.negatives_per_query=1",
+            "train.max_steps=3",
+            "loss.beta=0",
+        ],
+    )
+    result = train_single_process(cfg, tmp_path / "triples.parquet", None, tmp_path / "run")
+    start = SparseEncoder.from_pretrained(tmp_path / "run" / "backbone")
+    torch.testing.assert_close(start.query_weights.detach(), weights)  # idf.json, not IDF of the triples
+    trained = SparseEncoder.from_pretrained(result.model_dir)
+    assert not torch.equal(trained.query_weights.detach(), weights)
+    source = AutoModelForMaskedLM.from_pretrained(str(path / "document_0_Transformer"))
+    assert torch.equal(start.mlm.get_output_embeddings().weight, source.get_output_embeddings().weight)
+    assert not torch.equal(trained.mlm.get_output_embeddings().weight, source.get_output_embeddings().weight)
+
+
+def test_train_backbone_flag_routes_sparse_model_directories_through_the_build(layouts, tmp_path):
+    """--backbone DIR of train/tune: a sentence-transformers / OpenSearch directory becomes model.backbone (built
+    with the priors and its idf.json); a plain HF directory is used as given."""
+    from raysparse.cli import backbone_from_args
+
+    for name in ("router", "opensearch"):
+        path = str(layouts[name][0])
+        assert backbone_from_args(path) == ([f"model.backbone={path}"], None)
+    plain = str(tmp_path)
+    assert backbone_from_args(plain) == ([], plain)
