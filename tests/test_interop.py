@@ -369,7 +369,7 @@ def test_training_runs_from_a_sentence_transformers_router_backbone(shared_data,
 
     from raysparse.config import load_config
     from raysparse.model import SparseEncoder
-    from raysparse.train import train_single_process
+    from raysparse.training import train_single_process
 
     path, weights = layouts["router-idf"]
     pq.write_table(triples_table(msmarco_pairs(shared_data, "kor", 24)), tmp_path / "triples.parquet")
