@@ -327,6 +327,7 @@ def test_evaluate_reports_the_sentence_transformers_evaluator_and_they_agree(
     )
 
 
+@pytest.mark.slow
 def test_cli_export_sentence_transformers_and_kiwi_refusal(base, tmp_path, capsys):
     """`raysparse export --format sentence-transformers`: manifest entry with parity; a Kiwi model: exit 2, one line."""
     from sentence_transformers import SparseEncoder as STSparseEncoder
