@@ -24,6 +24,7 @@ import pytest
 
 from raysparse.demo import highlight_spans, script_of, snippet, surface
 from raysparse.fusion import fuse_min_max
+from tests.conftest import parallel_pairs
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -66,13 +67,8 @@ def demo_model(shared_data, tmp_path_factory) -> Path:
     from raysparse.data.readers import read_squad
 
     klue = read_squad(shared_data / "klue-mrc-odqa" / "validation.jsonl")
-    news = shared_data / "bilingual" / "news-parallel-dev"
-    ko = (news / "korean-english-park.dev.ko").read_text(encoding="utf-8").splitlines()
-    en = (news / "korean-english-park.dev.en").read_text(encoding="utf-8").splitlines()
-    pairs = list(zip(ko, en, strict=True))
-    for line in (shared_data / "bilingual" / "tatoeba" / "kor.txt").read_text(encoding="utf-8").splitlines():
-        cols = line.split("\t")
-        pairs.append((cols[1], cols[0]))
+    pairs = parallel_pairs(shared_data)
+    en = [e for _, e in pairs[:1000]]  # the news half: IDF background in English
     docs = [f"{r['title']} {r['text']}" for r in klue.corpus.to_pylist()]
     cfg = ModelConfig(
         vocab_size=8000,
