@@ -78,6 +78,9 @@ def run(args: argparse.Namespace) -> int:
     overrides = [f"opensearch.url={args.url}"] if args.url else []
     overrides += [f"opensearch.index={args.index}"] if args.index else []
     cfg = config_from_args(args, overrides)
+    from raysparse.model import check_model_source
+
+    check_model_source(args.model)  # not a model directory: one line naming it, before the server is asked
     setup_logging()
 
     from raysparse.demo import DemoSearcher, make_server
