@@ -10,29 +10,21 @@ final count. Writes benchmarks/results/opensearch_bulk.md (ratios are from this 
 from __future__ import annotations
 
 import argparse
-import multiprocessing as mp
-import os
-import platform
 import sys
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "benchmarks"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from opensearch_common import add_common_args, load_average, load_corpus, machine_line, server_version
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--url", default="http://127.0.0.1:9200")
-    ap.add_argument("--shared", default=str(REPO.parent / "shared" / "data"))
-    ap.add_argument("--petitions", type=int, default=1000, help="petitions added to the corpus")
+    add_common_args(ap, petitions=1000, out_name="opensearch_bulk.md")
     ap.add_argument("--writers", type=int, default=2, help="Ray Data writer actors")
-    ap.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "opensearch_bulk.md"))
     args = ap.parse_args()
 
     import ray
-    from opensearch import load_corpus  # benchmarks/opensearch.py
 
     from raysparse.config import OpenSearchConfig
     from raysparse.opensearch import (
@@ -47,10 +39,10 @@ def main() -> int:
 
     data = load_corpus(Path(args.shared), args.petitions)
     client = make_client(url=args.url)
-    version = client.info()["version"]["number"]
+    version = server_version(client)
     cfg = OpenSearchConfig(url=args.url)
     factory = lexical_encoder_factory("bigram")
-    load_before = os.getloadavg()
+    load_before = load_average()
     ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     rows = []
 
@@ -90,7 +82,7 @@ def main() -> int:
         ),
     )
     ray.shutdown()
-    load_after = os.getloadavg()
+    load_after = load_average()
 
     base = rows[0][1] / rows[0][2]
     lines = [
@@ -99,10 +91,7 @@ def main() -> int:
         f"Command: `python benchmarks/opensearch_bulk.py --url URL --petitions {args.petitions} "
         f"--writers {args.writers}`",
         "",
-        f"Server: OpenSearch {version}, one node on 127.0.0.1 (scripts/opensearch.sh, heap 1 GB). "
-        f"Machine: {platform.machine()} {mp.cpu_count()}-core CPU shared with other agents' jobs "
-        f"(load average {load_before[0]:.1f} before, {load_after[0]:.1f} after): absolute numbers are noisy, "
-        "ratios are from this one run.",
+        machine_line(version, load_before, load_after),
         f"Corpus: {data.corpus.num_rows} documents (KLUE-MRC + soynlp news + {args.petitions} petitions), model-free "
         "lexical vectors (char bigrams) + pre-analysed BM25 field; each row: fresh index, timed to the checked count.",
         "",

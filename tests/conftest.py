@@ -30,6 +30,18 @@ def _find_shared_data() -> Path | None:
 SHARED_DATA = _find_shared_data()
 
 
+def parallel_pairs(shared: Path) -> list[tuple[str, str]]:
+    """(Korean, English) sentence pairs: the korean-english-park news dev set, then Tatoeba."""
+    news = shared / "bilingual" / "news-parallel-dev"
+    ko = (news / "korean-english-park.dev.ko").read_text(encoding="utf-8").splitlines()
+    en = (news / "korean-english-park.dev.en").read_text(encoding="utf-8").splitlines()
+    pairs = list(zip(ko, en, strict=True))
+    for line in (shared / "bilingual" / "tatoeba" / "kor.txt").read_text(encoding="utf-8").splitlines():
+        cols = line.split("\t")
+        pairs.append((cols[1], cols[0]))
+    return pairs
+
+
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     """../shared/data (or $RAYSPARSE_SHARED_DATA). Tests on real data fail loudly, not skip, when it is missing in CI."""

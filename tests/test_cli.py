@@ -22,6 +22,7 @@ COMMANDS = [
     "index",
     "search",
     "deploy",
+    "demo",
     "time-weights",
     "synonyms",
 ]

@@ -10,6 +10,7 @@ import torch
 from raysparse.backbone import backbone_texts_from_shared, build_small_bert, train_tokenizer
 from raysparse.config import ModelConfig
 from raysparse.model import SparseEncoder, idf_weights
+from tests.conftest import parallel_pairs
 
 TINY = ModelConfig(vocab_size=3000, hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64)
 
@@ -235,10 +236,7 @@ def test_translation_prior_matches_across_languages(shared_data, tmp_path):
     news = shared_data / "bilingual" / "news-parallel-dev"
     ko = (news / "korean-english-park.dev.ko").read_text(encoding="utf-8").splitlines()
     en = (news / "korean-english-park.dev.en").read_text(encoding="utf-8").splitlines()
-    pairs = list(zip(ko, en, strict=True))
-    for line in (shared_data / "bilingual" / "tatoeba" / "kor.txt").read_text(encoding="utf-8").splitlines():
-        cols = line.split("\t")
-        pairs.append((cols[1], cols[0]))
+    pairs = parallel_pairs(shared_data)
     # The shared tiny tokenizer is nearly all single characters; translation needs word pieces in both languages.
     tokenizer = train_tokenizer([t for pair in pairs for t in pair], vocab_size=8000)
     table = learn_translation_table(tokenizer, pairs, top_k=3, min_score=0.1)

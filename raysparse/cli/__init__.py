@@ -39,6 +39,7 @@ Pipeline, one subcommand per stage:
   index      encode a corpus and bulk-index it into OpenSearch
   deploy     register + deploy an exported model bundle in OpenSearch ml-commons
   search     query OpenSearch and show the matched terms
+  demo       serve a search page: BM25, sparse and hybrid side by side, expanded terms, highlighted matches
   pull       copy a model or run from cluster storage (path, s3://, gs://, file://) to a local directory
 
 Term statistics and dictionaries:
