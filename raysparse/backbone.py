@@ -210,7 +210,12 @@ def build_encoder(
       from ``sentence_pairs`` and ``glossary_pairs``, pre-tokenised like the encoder's input;
     - ``lexical_weighting: logit``: ``lexical_prior`` on each token's own logit instead.
     Works the same for the local backbone and HF models (klue/bert-base, xlm-roberta-base).
+    ``model_cfg.kind == "dense"``: no priors; a :class:`raysparse.dense.DenseEncoder` over the same backbone.
     """
+    if getattr(model_cfg, "kind", "sparse") == "dense":
+        from raysparse.dense import build_dense_encoder
+
+        return build_dense_encoder(backbone, model_cfg, out_dir)
     from raysparse.encoding import kiwi_segment_with_tags, pretokenize, spec_from_model_config
     from raysparse.model import SparseEncoder, fit_lexical_prior
 
