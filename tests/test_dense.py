@@ -215,3 +215,46 @@ def test_cli_evaluates_a_dense_model_beside_bm25(backbone, klue_small, tmp_path)
     assert bm25["index_bytes_per_doc"] > 0 and bm25["latency_p50_ms"] > 0
     assert bm25["ndcg@10"] > model["ndcg@10"]  # BM25 solves KLUE; an untrained dense model does not
     assert (out / "model" / "run.trec").read_text(encoding="utf-8").count("\n") == 60 * 100
+
+
+def test_hybrid_weight_is_chosen_on_validation_queries_and_reported_on_the_others(
+    klue_small, backbone, tmp_path
+):
+    from raysparse.evaluation import evaluate_bm25
+    from raysparse.evaluation.hybrid import (
+        WEIGHT_GRID,
+        choose_weight,
+        evaluate_hybrid,
+        metrics_on_test_half,
+        validation_test_qrels,
+    )
+    from raysparse.fusion import fuse_runs
+
+    bm25 = evaluate_bm25(klue_small, "bigram", show_progress=False).run
+    path, _ = build_dense_encoder(backbone, _cfg(max_doc_length=64), tmp_path / "dense")
+    dense = evaluate_model(path, klue_small).run
+    validation, test = validation_test_qrels(klue_small)
+    assert validation and test and not set(validation) & set(test)
+    assert len(validation) + len(test) == 60
+    result = evaluate_hybrid(bm25, dense, klue_small)
+    assert (result.validation_queries, result.test_queries) == (len(validation), len(test))
+    # the weight is the validation curve's best, the curve computed by hand with the one fusion function
+    by_hand = {}
+    for w in WEIGHT_GRID:
+        fused = fuse_runs({q: bm25[q] for q in validation}, {q: dense[q] for q in validation}, bm25_weight=w)
+        by_hand[w] = evaluate_run(fused, validation).metrics["ndcg@10"]
+    assert result.validation == pytest.approx(by_hand)
+    assert by_hand[result.weight] == max(by_hand.values())
+    fused_test = fuse_runs({q: bm25[q] for q in test}, {q: dense[q] for q in test}, bm25_weight=result.weight)
+    assert result.test_metrics["ndcg@10"] == pytest.approx(evaluate_run(fused_test, test).metrics["ndcg@10"])
+    assert result.test_metrics["num_queries"] == len(test)
+    # test queries take no part in the choice: scrambling their runs changes the test numbers, not the weight
+    scrambled = {q: ({d: -s for d, s in docs.items()} if q in test else docs) for q, docs in dense.items()}
+    assert choose_weight(bm25, scrambled, validation)[0] == result.weight
+    assert (
+        metrics_on_test_half(scrambled, klue_small)["ndcg@10"]
+        != metrics_on_test_half(dense, klue_small)["ndcg@10"]
+    )
+    # BM25 solves KLUE and the untrained dense model does not: the chosen weight leans on BM25
+    assert result.weight >= 0.5
+    assert result.test_metrics["ndcg@10"] >= metrics_on_test_half(dense, klue_small)["ndcg@10"]
