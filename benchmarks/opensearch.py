@@ -5,7 +5,11 @@ Corpus: the 235 KLUE-MRC ODQA passages pooled with distractors (soynlp news line
 ``lexical_term_weights`` (char bigrams, deterministic) unless ``--model DIR`` names a trained SparseEncoder.
 Queries are sent by a *separate* process (spawned) so client CPU does not share the interpreter with indexing.
 
-    python benchmarks/opensearch.py --url http://127.0.0.1:9200 [--model DIR] [--petitions 2000]
+    python benchmarks/opensearch.py --url http://127.0.0.1:9200 [--model DIR] [--petitions 2000] [--dense DIR]
+
+``--dense DIR`` (a dense bi-encoder, raysparse.dense) adds a row for a ``knn_vector`` field searched with the k-NN
+plugin's Lucene HNSW engine (inner product; start the node with ``scripts/opensearch.sh start --with-knn``), next to
+the same vectors searched exactly in process (:class:`raysparse.dense.DenseIndex`), so HNSW's own loss is visible.
 
 Writes benchmarks/results/opensearch.md (a table; all numbers from one run on one machine).
 """
@@ -65,10 +69,19 @@ def _query_worker(url, index, queries, mode, prune, model, concurrency, conn):
     )
 
     client = make_client(url=url)
-    encoder = model_query_encoder(model) if model else lexical_term_weights
+    if mode == "dense":
+        from raysparse.dense import DenseEncoder
+
+        dense = DenseEncoder.from_pretrained(model)
+    else:
+        encoder = model_query_encoder(model) if model else lexical_term_weights
 
     def one(text):
         t0 = time.perf_counter()
+        if mode == "dense":
+            vector = dense.encode_queries([text], batch_size=1)[0].tolist()
+            client.search(index=index, body={"size": 10, "_source": False, "query": dense_query(vector, 10)})
+            return time.perf_counter() - t0
         if mode in ("sparse", "hybrid"):
             w = prune_query(encoder([text])[0], prune)
             sp = client.search(index=index, body={"size": 10, "_source": False, "query": sparse_query(w)})
@@ -90,6 +103,71 @@ def _query_worker(url, index, queries, mode, prune, model, concurrency, conn):
     conn.send((latencies, wall))
 
 
+def dense_mapping(dim: int) -> dict:
+    """A ``knn_vector`` field indexed by the k-NN plugin's Lucene HNSW (inner product: the model's score)."""
+    method = {"name": "hnsw", "space_type": "innerproduct", "engine": "lucene"}
+    method["parameters"] = {"m": 16, "ef_construction": 100}
+    return {
+        "settings": {"index": {"knn": True, "number_of_shards": 1, "number_of_replicas": 0}},
+        "mappings": {"properties": {"vector": {"type": "knn_vector", "dimension": dim, "method": method}}},
+    }
+
+
+def dense_query(vector: list[float], k: int) -> dict:
+    return {"knn": {"vector": {"vector": vector, "k": k}}}
+
+
+def dense_rows(args, client, data, rows, queries, qrels):
+    """Index the dense model's vectors into a knn_vector field and measure it like the other modes."""
+    from raysparse.dense import DenseEncoder, DenseIndex
+    from raysparse.evaluation import compute_metrics
+    from raysparse.opensearch import bulk_index
+
+    plugins = client.cat.plugins(format="json")
+    if not any(p.get("component") == "opensearch-knn" for p in plugins):
+        return None, "the k-NN plugin is not loaded in this node (scripts/opensearch.sh start --with-knn)"
+    encoder = DenseEncoder.from_pretrained(args.dense)
+    texts = [f"{r['title']} {r['text']}" if r.get("title") else r["text"] for r in rows]
+    t0 = time.perf_counter()
+    vectors = encoder.encode_documents(texts, batch_size=32)
+    encode_s = time.perf_counter() - t0
+    index = args.index + "-dense"
+    if client.indices.exists(index=index):
+        client.indices.delete(index=index)
+    client.indices.create(index=index, body=dense_mapping(encoder.dim))
+    bodies = [
+        {"doc_id": r["doc_id"], "text": t, "vector": v}
+        for r, t, v in zip(rows, texts, vectors.tolist(), strict=True)
+    ]
+    report = bulk_index(client, index, bodies)
+    client.indices.refresh(index=index)
+    client.indices.forcemerge(index=index, max_num_segments=1)
+    size = client.indices.stats(index=index)["indices"][index]["primaries"]["store"]["size_in_bytes"]
+    q_vectors = encoder.encode_queries(list(queries.values()))
+    run = {}
+    for qid, vec in zip(queries, q_vectors.tolist(), strict=True):
+        hits = client.search(
+            index=index, body={"size": 100, "_source": False, "query": dense_query(vec, 100)}
+        )
+        run[qid] = {h["_id"]: h["_score"] for h in hits["hits"]["hits"]}
+    ndcg = compute_metrics(run, qrels).metrics["ndcg@10"]
+    exact_index = DenseIndex([r["doc_id"] for r in rows], vectors)
+    exact = exact_index.search_run(list(queries), q_vectors, k=100)
+    exact_ndcg = compute_metrics(exact, qrels).metrics["ndcg@10"]
+    p50, p99, qps = measure_queries(
+        args.url, index, list(queries.values()), "dense", 0.0, args.dense, args.concurrency
+    )
+    client.indices.delete(index=index)
+    info = {
+        "encode_s": encode_s,
+        "bulk": report,
+        "size_bytes": size,
+        "exact_ndcg": exact_ndcg,
+        "dim": encoder.dim,
+    }
+    return ("dense knn_vector (Lucene HNSW, inner product)", ndcg, p50, p99, qps), info
+
+
 def measure_queries(url, index, queries, mode, prune, model, concurrency):
     ctx = mp.get_context("spawn")
     parent, child = ctx.Pipe()
@@ -109,6 +187,9 @@ def main() -> int:
     ap.add_argument("--url", default="http://127.0.0.1:9200")
     ap.add_argument("--index", default="raysparse-bench")
     ap.add_argument("--model", help="trained SparseEncoder dir (default: lexical term weights)")
+    ap.add_argument(
+        "--dense", metavar="DIR", help="a dense bi-encoder dir: adds a knn_vector row (needs --with-knn)"
+    )
     ap.add_argument("--shared", default=str(REPO.parent / "shared" / "data"))
     ap.add_argument("--petitions", type=int, default=2000, help="distractor petitions to add")
     ap.add_argument("--concurrency", type=int, default=2, help="client threads in the query process")
@@ -181,6 +262,14 @@ def main() -> int:
         rows_out.append((label, ndcg, p50, p99, qps))
         print(f"{label}: nDCG@10 {ndcg:.4f} p50 {p50:.1f} ms p99 {p99:.1f} ms {qps:.1f} QPS")
 
+    dense_info = None
+    if args.dense:
+        dense_row, dense_info = dense_rows(args, client, data, rows, queries, qrels)
+        if dense_row is not None:
+            rows_out.append(dense_row)
+            print(
+                f"{dense_row[0]}: nDCG@10 {dense_row[1]:.4f} p50 {dense_row[2]:.1f} ms {dense_row[4]:.1f} QPS"
+            )
     base_qps = rows_out[0][4]
     lines = [
         "# OpenSearch benchmark",
@@ -219,6 +308,20 @@ def main() -> int:
         "nDCG@10 computed by raysparse.evaluation.compute_metrics from OpenSearch's own top-100 (search_run).",
         "",
     ]
+    if isinstance(dense_info, str):
+        lines += [f"Dense row: not measured: {dense_info}.", ""]
+    elif dense_info is not None:
+        bulk = dense_info["bulk"]
+        lines += [
+            f"Dense row: `{Path(args.dense).name}` ({dense_info['dim']} dimensions), k-NN plugin loaded by "
+            "`scripts/opensearch.sh start --with-knn`; HNSW m=16, ef_construction=100, k=100 for nDCG, k=10 for "
+            f"timing. The same vectors searched exactly in process (DenseIndex): nDCG@10 "
+            f"{dense_info['exact_ndcg']:.4f}. Encoding the {len(rows)} documents took {dense_info['encode_s']:.1f} s; "
+            f"bulk indexing {bulk.indexed} vectors {bulk.seconds:.1f} s ({bulk.docs_per_second:.0f} docs/s); "
+            f"index size after force-merge {dense_info['size_bytes'] / 1e6:.1f} MB "
+            f"({dense_info['size_bytes'] / len(rows) / 1e3:.1f} KB/doc, vectors in _source and the HNSW graph).",
+            "",
+        ]
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text("\n".join(lines), encoding="utf-8")
     print(f"wrote {args.out}")

@@ -258,3 +258,37 @@ def test_hybrid_weight_is_chosen_on_validation_queries_and_reported_on_the_other
     # BM25 solves KLUE and the untrained dense model does not: the chosen weight leans on BM25
     assert result.weight >= 0.5
     assert result.test_metrics["ndcg@10"] >= metrics_on_test_half(dense, klue_small)["ndcg@10"]
+
+
+def test_sparse_and_plain_directories_are_not_taken_for_dense(tmp_path):
+    (tmp_path / "plain").mkdir()
+    assert not is_dense_dir(tmp_path / "plain")
+    splade = tmp_path / "st-sparse"
+    splade.mkdir()
+    (splade / "modules.json").write_text(
+        json.dumps(
+            [
+                {
+                    "idx": 0,
+                    "name": "0",
+                    "path": "",
+                    "type": "sentence_transformers.sparse_encoder.models.MLMTransformer",
+                },
+                {
+                    "idx": 1,
+                    "name": "1",
+                    "path": "1_SpladePooling",
+                    "type": "sentence_transformers.sparse_encoder.models.SpladePooling",
+                },
+            ]
+        )
+    )
+    assert not is_dense_dir(splade)
+    (tmp_path / "sparse").mkdir()
+    (tmp_path / "sparse" / "raysparse.json").write_text(
+        json.dumps({"format_version": 2, "query_mode": "encoder"})
+    )
+    assert not is_dense_dir(tmp_path / "sparse")
+    (splade / "modules.json").write_text("{not json")
+    with pytest.raises(ValueError, match=r"modules\.json: expected a JSON list"):
+        is_dense_dir(splade)

@@ -44,7 +44,8 @@ _FORMAT_VERSION = 1
 
 def is_dense_dir(path: str | Path) -> bool:
     """True for a directory :meth:`DenseEncoder.from_pretrained` should read: ``raysparse.json`` says
-    ``"kind": "dense"``, or (no raysparse.json) a sentence-transformers layout (``modules.json``)."""
+    ``"kind": "dense"``, or (no raysparse.json) a dense sentence-transformers layout (``modules.json`` with a
+    ``Pooling`` module)."""
     p = Path(path)
     meta = p / RAYSPARSE_JSON
     if meta.is_file():
@@ -53,7 +54,16 @@ def is_dense_dir(path: str | Path) -> bool:
         except json.JSONDecodeError as err:
             raise ValueError(f"{meta}: not valid JSON: {err}") from None
         return isinstance(data, dict) and data.get("kind") == KIND
-    return (p / "modules.json").is_file()
+    modules = p / "modules.json"
+    if not modules.is_file():
+        return False
+    try:
+        types = [str(m.get("type", "")) for m in json.loads(modules.read_text(encoding="utf-8"))]
+    except (json.JSONDecodeError, AttributeError, TypeError):
+        raise ValueError(f"{modules}: expected a JSON list of modules") from None
+    # a dense sentence-transformers model pools token states (models.Pooling); its sparse models
+    # (sentence_transformers.sparse_encoder: MLMTransformer + SpladePooling) are SparseEncoder directories
+    return any(t.endswith("models.Pooling") for t in types) and not any("sparse_encoder" in t for t in types)
 
 
 def pool(hidden: torch.Tensor, attention_mask: torch.Tensor, pooling: str) -> torch.Tensor:
