@@ -292,3 +292,43 @@ def test_sparse_and_plain_directories_are_not_taken_for_dense(tmp_path):
     (splade / "modules.json").write_text("{not json")
     with pytest.raises(ValueError, match=r"modules\.json: expected a JSON list"):
         is_dense_dir(splade)
+
+
+def test_quality_systems_table_has_bm25_sparse_dense_and_both_hybrids(klue_small, backbone, tmp_path):
+    """benchmarks/quality/systems.py on an OUT laid out as run.sh + dense.sh leave it (real evaluations)."""
+    import sys
+    from pathlib import Path
+
+    from raysparse.evaluation import evaluate_bm25, write_metrics, write_run
+    from raysparse.model import SparseEncoder
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks" / "quality"))
+    import systems
+
+    out = tmp_path / "OUT"
+    write_beir(klue_small, out / "data" / "dev" / "klue-small")
+    from raysparse.config import EvalConfig
+
+    eval_cfg = EvalConfig(batch_size=16, latency_queries=5)
+    sparse = SparseEncoder.from_pretrained(backbone, lexical_prior=5.0)  # untrained, bag of word pieces
+    dense_dir, _ = build_dense_encoder(backbone, _cfg(max_doc_length=64), tmp_path / "dense")
+    for where, result in (
+        (
+            out / "eval" / "klue-small" / "bm25-kiwi",
+            evaluate_bm25(klue_small, "kiwi", eval_cfg, show_progress=False),
+        ),
+        (out / "eval" / "klue-small" / "model", evaluate_model(sparse, klue_small, eval_cfg)),
+        (out / "dense" / "eval" / "klue-small" / "model", evaluate_model(dense_dir, klue_small, eval_cfg)),
+    ):
+        write_metrics(result, where / "metrics.json")
+        write_run(result, where / "run.trec")
+    text, numbers = systems.section(out)
+    rows = numbers["klue-small"]
+    assert list(rows) == ["BM25-Kiwi", "sparse", "dense", "BM25 + sparse", "BM25 + dense"]
+    for name in rows:
+        assert f"| {name} |" in text
+    assert rows["dense"]["index_bytes_per_doc"] == 128.0
+    assert rows["BM25 + dense"]["index_bytes_per_doc"] == rows["BM25-Kiwi"]["index_bytes_per_doc"] + 128.0
+    assert rows["BM25 + dense"]["latency_p50_ms"] > rows["dense"]["latency_p50_ms"]
+    assert 0.0 <= rows["BM25 + sparse"]["weight"] <= 1.0
+    assert rows["BM25-Kiwi"]["test_queries"] + rows["BM25-Kiwi"]["validation_queries"] == 60
