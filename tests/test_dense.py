@@ -332,3 +332,14 @@ def test_quality_systems_table_has_bm25_sparse_dense_and_both_hybrids(klue_small
     assert rows["BM25 + dense"]["latency_p50_ms"] > rows["dense"]["latency_p50_ms"]
     assert 0.0 <= rows["BM25 + sparse"]["weight"] <= 1.0
     assert rows["BM25-Kiwi"]["test_queries"] + rows["BM25-Kiwi"]["validation_queries"] == 60
+
+
+def test_a_directory_that_is_not_a_model_is_one_line(tmp_path, capsys):
+    from raysparse.errors import InputError
+
+    (tmp_path / "st").mkdir()
+    (tmp_path / "st" / "modules.json").write_text(
+        json.dumps([{"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"}])
+    )
+    with pytest.raises(InputError, match="not a model directory"):
+        DenseEncoder.from_pretrained(tmp_path / "st")

@@ -274,6 +274,9 @@ class DenseEncoder(nn.Module):
                 }
         elif (path / "modules.json").is_file():
             kwargs, weights_dir = _sentence_transformers_settings(path)
+        from raysparse.model import check_model_source
+
+        check_model_source(weights_dir)  # one line naming a directory that is not a model
         tokenizer = AutoTokenizer.from_pretrained(str(weights_dir))
         model = (
             AutoModel.from_pretrained(str(weights_dir), add_pooling_layer=False)
