@@ -6,13 +6,12 @@
 #
 #   benchmarks/quality/dense.sh OUT       # after (or inside) run.sh: OUT/data must exist (run.sh builds it)
 #   QUALITY_DENSE_SETS="msmarco-ko-ko msmarco-en-ko" benchmarks/quality/dense.sh OUT   # only these dev sets
-#   QUALITY_DENSE_SET="train.lr=1e-3" ...  # extra --set overrides for the dense run only (space separated)
+#   QUALITY_DENSE_SET="train.max_steps=40" ...  # extra --set overrides for the dense run only (space separated)
 #
 # Why a separate pipeline directory (OUT/dense/pipeline): its stages are keyed by the config, and model.kind is part
 # of the backbone stage's key; sharing OUT/pipeline would replace the sparse model's cached stages.
-# The learning rate: the sparse recipe trains at 2e-4 because its priors already rank and training must not
-# overwrite them; the dense encoder starts from the same randomly initialised backbone with nothing to keep, so it
-# trains at 1e-3 (DENSE_DEFAULTS; override with QUALITY_DENSE_SET). Steps, batch and negatives are the recipe's.
+# Everything else is the recipe's, the learning rate (2e-4) included: at train.lr=1e-3 the dense encoder collapsed
+# (every text the same vector, InfoNCE stuck at ln 16; benchmarks/results/dense.md), at 2e-4 it did not.
 set -euo pipefail
 
 if [[ $# -ne 1 ]]; then
@@ -44,7 +43,7 @@ stage() {  # stage NAME COMMAND...: run, time, fail loudly
 PARALLEL="[$DATA/bilingual/tatoeba/kor.txt,$DATA/bilingual/news-parallel-dev/korean-english-park.dev.ko,$DATA/bilingual/news-parallel-dev/jhe-koen-dev.ko,$OUT/data/parallel/python_docs_train.jsonl,$OUT/data/parallel/msmarco_1_800.jsonl]"
 SETS=(--set "data.path=$OUT/data/train" --set "augment.parallel_text=$PARALLEL")
 for kv in ${QUALITY_SET:-}; do SETS+=(--set "$kv"); done
-DENSE=(--set model.kind=dense --set model.pooling=mean --set train.lr=1e-3)
+DENSE=(--set model.kind=dense --set model.pooling=mean)
 for kv in ${QUALITY_DENSE_SET:-}; do DENSE+=(--set "$kv"); done
 mkdir -p "$OUT/dense"
 RUN_CMD=(python -m raysparse run --config "$CONFIG" --out "$OUT/dense/pipeline" "${SETS[@]}" "${DENSE[@]}")
