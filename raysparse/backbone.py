@@ -251,7 +251,12 @@ def build_encoder(
     Works the same for the local backbone, HF models (klue/bert-base, xlm-roberta-base) and sentence-transformers /
     OpenSearch sparse model directories (:func:`sparse_model_backbone`: their masked LM, and their ``idf.json`` as
     inference-free query weights).
+    ``model_cfg.kind == "dense"``: no priors; a :class:`raysparse.dense.DenseEncoder` over the same backbone.
     """
+    if getattr(model_cfg, "kind", "sparse") == "dense":
+        from raysparse.dense import build_dense_encoder
+
+        return build_dense_encoder(backbone, model_cfg, out_dir)
     from raysparse.encoding import kiwi_segment_with_tags, pretokenize, spec_from_model_config
     from raysparse.model import SparseEncoder, fit_lexical_prior
 

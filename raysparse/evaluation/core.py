@@ -56,6 +56,11 @@ class EvalResult:
         return {"system": self.system, **self.metrics, "info": self.info}
 
 
+def latency_queries(eval_cfg: Any = None) -> int:
+    """How many queries to time at batch 1 (``eval.latency_queries``; 0 = none, the default without a config)."""
+    return int(getattr(eval_cfg, "latency_queries", 0) or 0)
+
+
 def metric_cutoffs(eval_cfg: Any = None) -> tuple[int, ...]:
     """The default cut-offs plus the configured ``k`` and ``recall_k``."""
     extra = (getattr(eval_cfg, "k", 10), getattr(eval_cfg, "recall_k", 100)) if eval_cfg is not None else ()
@@ -104,23 +109,55 @@ def evaluate_run(
 def _evaluate_vectors(
     data: RetrievalData,
     system: str,
-    doc_matrix: sp.csr_matrix,
-    query_matrix: sp.csr_matrix,
+    doc_matrix: sp.csr_matrix | np.ndarray,
+    query_matrix: sp.csr_matrix | np.ndarray,
     ks: Sequence[int],
     batch_size: int = 64,
     extra_stats: dict[str, float] | None = None,
     query_terms: dict[str, TermWeights] | None = None,
+    encode_one: Callable[[str], Any] | None = None,
+    latency_queries: int = 0,
 ) -> EvalResult:
+    """Index the documents (a :class:`SparseIndex` for a sparse matrix, a :class:`~raysparse.dense.DenseIndex` for
+    dense (N, H) vectors), search every query, compute the metrics, and add the cost columns: index bytes per
+    document and, when ``encode_one`` (one query text -> its query vector) and ``latency_queries`` are given, the
+    batch-1 latency of encode + search (:mod:`raysparse.evaluation.latency`)."""
     doc_ids = data.corpus.column("doc_id").to_pylist()
     query_ids = data.queries.column("query_id").to_pylist()
-    index = SparseIndex(doc_ids, doc_matrix)
-    run = index.search_run(query_ids, query_matrix, k=max(ks), batch_size=batch_size)
-    stats = index.stats(query_matrix)
+    k = max(ks)
+    dense = not sp.issparse(doc_matrix)
+    if dense:
+        from raysparse.dense import DenseIndex
+
+        index: Any = DenseIndex(doc_ids, doc_matrix)
+        stats: dict[str, float] = {"index_bytes_per_doc": index.bytes_per_document(), "dim": index.dim}
+    else:
+        index = SparseIndex(doc_ids, doc_matrix)
+        stats = index.stats(query_matrix)
+        docs = index.docs
+        stats["index_bytes_per_doc"] = float(
+            docs.data.nbytes + docs.indices.nbytes + docs.indptr.nbytes
+        ) / max(index.num_docs, 1)
+    run = index.search_run(query_ids, query_matrix, k=k, batch_size=batch_size)
     stats.update(extra_stats or {})
+    latency: dict[str, Any] = {}
+    if encode_one is not None and latency_queries > 0:
+        from raysparse.evaluation.latency import measure_latency, threads_info
+
+        latency = measure_latency(
+            lambda text: index.search(encode_one(text), k),
+            data.queries.column("text").to_pylist(),
+            latency_queries,
+        )
+        if latency:
+            stats.update({name: latency[name] for name in ("latency_p50_ms", "latency_p99_ms")})
+            latency.update(threads_info())
     result = evaluate_run(run, data.qrels, system=system, stats=stats, ks=ks, query_terms=query_terms)
     result.info.update(
         {"data": data.summary(), "reports": [str(r) for r in data.reports], "num_docs": index.num_docs}
     )
+    if latency:
+        result.info["latency"] = latency
     return result
 
 
@@ -190,6 +227,11 @@ def evaluate_bm25(
             for t in tokens:
                 counts[t] = counts.get(t, 0.0) + 1.0
             query_terms[qid] = counts
+
+    def encode_one(text: str) -> sp.csr_matrix:
+        tokens = analyze([text])
+        return terms_to_csr(translate(tokens) if translate is not None else tokens, vocab, grow=False)
+
     result = _evaluate_vectors(
         data,
         system or f"bm25-{analyzer}",
@@ -198,6 +240,8 @@ def evaluate_bm25(
         metric_cutoffs(eval_cfg),
         extra_stats={"avg_query_terms": avg_q},
         query_terms=query_terms,
+        encode_one=encode_one,
+        latency_queries=latency_queries(eval_cfg),
     )
     result.info.update({"analyzer": analyzer, "k1": k1, "b": b})
     return result
@@ -259,11 +303,22 @@ def encode_sparse(
 
 
 def load_encoder(model_or_dir: Encoder | str | Path) -> Encoder:
+    """A model object as is; a directory as a :class:`~raysparse.dense.DenseEncoder` when it is a dense one
+    (``raysparse.json`` kind dense, or a sentence-transformers layout), else a ``SparseEncoder``."""
     if isinstance(model_or_dir, str | Path):
+        from raysparse.dense import DenseEncoder, is_dense_dir
+
+        if Path(model_or_dir).is_dir() and is_dense_dir(model_or_dir):
+            return DenseEncoder.from_pretrained(model_or_dir)
         from raysparse.model import SparseEncoder
 
         return SparseEncoder.from_pretrained(model_or_dir)
     return model_or_dir
+
+
+def is_dense(model: Any) -> bool:
+    """Whether an encoder returns dense vectors (scored by :class:`~raysparse.dense.DenseIndex`)."""
+    return getattr(model, "kind", "sparse") == "dense"
 
 
 def term_names(model: Any, reps: sp.csr_matrix, top_k: int = 20) -> list[TermWeights]:
@@ -295,6 +350,10 @@ def evaluate_model(
     use the lengths the model was trained with (``ModelConfig.max_query_length`` / ``max_doc_length``).
     """
     model = load_encoder(model_or_dir)
+    if is_dense(model):
+        return _evaluate_dense_model(
+            model, model_or_dir, data, eval_cfg, system, max_query_length, max_doc_length
+        )
     spec = getattr(model, "spec", None)
     if spec is not None and spec.lexical_statistics == "corpus":  # BM25 statistics of the searched corpus
         model = model.with_corpus_statistics(document_texts(data))
@@ -317,8 +376,55 @@ def evaluate_model(
     query_ids = data.queries.column("query_id").to_pylist()
     query_terms = dict(zip(query_ids, term_names(model, query_matrix), strict=True))
     result = _evaluate_vectors(
-        data, system, doc_matrix, query_matrix, metric_cutoffs(eval_cfg), query_terms=query_terms
+        data,
+        system,
+        doc_matrix,
+        query_matrix,
+        metric_cutoffs(eval_cfg),
+        query_terms=query_terms,
+        encode_one=lambda text: _resized(
+            _to_csr(model.encode_queries([text], batch_size=1, **query_kwargs)), width
+        ),
+        latency_queries=latency_queries(eval_cfg),
     )
+    if isinstance(model_or_dir, str | Path):
+        result.info["model_dir"] = str(model_or_dir)
+    return result
+
+
+def _resized(matrix: sp.csr_matrix, width: int) -> sp.csr_matrix:
+    matrix.resize((matrix.shape[0], width))
+    return matrix
+
+
+def _evaluate_dense_model(
+    model: Any,
+    model_or_dir: Any,
+    data: RetrievalData,
+    eval_cfg: Any,
+    system: str,
+    max_query_length: int | None,
+    max_doc_length: int | None,
+) -> EvalResult:
+    """:func:`evaluate_model` for a dense encoder: the same data, cut-offs, metrics and cost columns, exact inner
+    product over (N, H) vectors instead of posting lists (no term statistics: a dense vector has no terms)."""
+    batch_size = int(getattr(eval_cfg, "batch_size", 32))
+    doc_kwargs = {} if max_doc_length is None else {"max_length": max_doc_length}
+    query_kwargs = {} if max_query_length is None else {"max_length": max_query_length}
+    docs = model.encode_documents(document_texts(data), batch_size=batch_size, **doc_kwargs).numpy()
+    queries = model.encode_queries(
+        data.queries.column("text").to_pylist(), batch_size=batch_size, **query_kwargs
+    )
+    result = _evaluate_vectors(
+        data,
+        system,
+        docs,
+        queries.numpy(),
+        metric_cutoffs(eval_cfg),
+        encode_one=lambda text: model.encode_queries([text], batch_size=1, **query_kwargs).numpy(),
+        latency_queries=latency_queries(eval_cfg),
+    )
+    result.info.update({"kind": "dense", "pooling": model.pooling, "normalize": model.normalize})
     if isinstance(model_or_dir, str | Path):
         result.info["model_dir"] = str(model_or_dir)
     return result

@@ -19,7 +19,7 @@ log = logging.getLogger(__name__)
 def consolidate_checkpoint(
     checkpoint_dir: str | Path, out_model_dir: str | Path, train_cfg: TrainConfig
 ) -> Path:
-    """Write an fp32 SparseEncoder (HF layout) from a training checkpoint directory.
+    """Write an fp32 encoder (HF layout; sparse or dense, as saved) from a training checkpoint directory.
 
     ZeRO-1/2/3: the fp32 master weights rebuilt by ``get_fp32_state_dict_from_zero_checkpoint`` (the module's own
     weights are bf16/fp16 copies). ZeRO-0: DeepSpeed keeps no consolidatable fp32 copy, so the module weights saved
@@ -27,10 +27,11 @@ def consolidate_checkpoint(
     """
     import torch
 
-    from raysparse.model import SparseEncoder
+    from raysparse.evaluation.core import load_encoder
 
     ckpt = Path(checkpoint_dir)
-    model = SparseEncoder.from_pretrained(str(ckpt / HF_SUBDIR)).float()
+    # a SparseEncoder, or a DenseEncoder (model.kind dense): the directory says which
+    model = load_encoder(str(ckpt / HF_SUBDIR)).float()
     ds = train_cfg.deepspeed
     if ds.enabled and ds.zero_stage >= 1:
         from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint

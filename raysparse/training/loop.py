@@ -152,9 +152,20 @@ def _maybe_fail(config: dict[str, Any], step: int, rank: int) -> None:
 
 def _build_model(cfg: RaySparseConfig, backbone: str, examples: TrainingExamples) -> Any:
     """The encoder to train. Inference-free query mode needs per-token query weights: when the backbone brings none,
-    start from BM25-style IDF over the training documents (identical on every rank: same data, same tokenizer)."""
+    start from BM25-style IDF over the training documents (identical on every rank: same data, same tokenizer).
+    ``model.kind: dense``: a :class:`~raysparse.dense.DenseEncoder` over the same backbone (pooling from the config)."""
     # the config is authoritative for the priors (Tune varies them); a translation table comes with the backbone dir
     from raysparse.encoding import spec_from_model_config
+
+    if cfg.model.kind == "dense":
+        from raysparse.dense import DenseEncoder
+
+        return DenseEncoder.from_pretrained(
+            backbone,
+            pooling=cfg.model.pooling,
+            normalize=cfg.model.normalize,
+            spec=spec_from_model_config(cfg.model),
+        )
     from raysparse.model import QUERY_WEIGHTS_FILE, RAYSPARSE_JSON, SparseEncoder, idf_weights
 
     overrides: dict[str, Any] = {
@@ -186,7 +197,7 @@ def run_loop(config: dict[str, Any], io: LoopIO) -> list[dict[str, Any]]:
     import torch
     import torch.distributed as dist
 
-    from raysparse.losses import SparseRetrievalLoss
+    from raysparse.losses import DenseRetrievalLoss, SparseRetrievalLoss
 
     cfg = config_from_dict(config["cfg"], "train_loop_config")
     tc = cfg.train
@@ -222,7 +233,9 @@ def run_loop(config: dict[str, Any], io: LoopIO) -> list[dict[str, Any]]:
         backend: Any = DeepSpeedBackend(model, tc, on_gpu)
     else:
         backend = TorchBackend(model, tc, on_gpu, io.in_ray)
-    loss_fn = SparseRetrievalLoss(cfg.loss, tc.max_steps).to(backend.device)
+    dense = cfg.model.kind == "dense"  # the one dispatch: the encoder above, the objective here
+    loss_cls = DenseRetrievalLoss if dense else SparseRetrievalLoss
+    loss_fn = loss_cls(cfg.loss, tc.max_steps).to(backend.device)
 
     state = {"step": 0, "best": None, "best_step": None, "bad_evals": 0}
     with io.get_checkpoint_dir() as ckpt_dir:
@@ -332,7 +345,7 @@ def run_loop(config: dict[str, Any], io: LoopIO) -> list[dict[str, Any]]:
                 elif isinstance(value, (int, float)):
                     sums[name] = sums.get(name, 0.0) + float(value) / accumulation
             with torch.no_grad():
-                flops += _flops(q, d) / accumulation
+                flops += 0.0 if dense else _flops(q, d) / accumulation  # FLOPS means nothing for dense
         state["step"] = step + 1
         done = state["step"]
         metrics: dict[str, Any] = {
