@@ -313,7 +313,9 @@ def test_training_job_waits_for_a_gpu_pool_node_checkpoints_and_resumes_after_lo
     )  # restarted after a checkpoint, not at 0
     assert steps[kill_index:] == list(range(resumed_from + 1, max_steps + 1)), steps
     assert records[kill_index]["pid"] != records[kill_index - 1]["pid"]
-    checkpoints = sorted(storage.glob("as-train-*/checkpoint_*"))  # the run's directory: <name>-<identity hash>
+    checkpoints = sorted(
+        storage.glob("as-train-*/checkpoint_*")
+    )  # the run's directory: <name>-<identity hash>
     assert checkpoints, "no checkpoint under ray.storage_path"
     state = json.loads((out / "history.jsonl").read_text().splitlines()[-1])
     assert state["step"] == max_steps
