@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -99,6 +100,9 @@ class IndexReport:
     terms: SanitizeReport = field(default_factory=SanitizeReport)
     seconds: float = 0.0
     forced: list[str] = field(default_factory=list)  # encoder differences overridden with force=True
+    writers: int = (
+        0  # distinct worker processes that bulk-wrote (index_corpus_on_workers); 0 = the driver wrote
+    )
 
     def skip(self, reason: str) -> None:
         self.skipped[reason] = self.skipped.get(reason, 0) + 1
@@ -119,6 +123,7 @@ class IndexReport:
             "seconds": round(self.seconds, 3),
             "docs_per_second": round(self.docs_per_second, 1),
             "forced": list(self.forced),
+            "writers": self.writers,
         }
 
     def __str__(self) -> str:
@@ -456,6 +461,7 @@ class _EncodeIndexActor:
             "doc_id": [str(r.get("doc_id")) for r in rows],
             "outcome": [outcome[i] for i in range(len(rows))],
             "terms": [json.dumps(report.terms.as_dict())] + [""] * (len(rows) - 1),
+            "writer": [os.getpid()] * len(rows),
         }
 
 
@@ -499,7 +505,11 @@ def index_corpus_on_workers(
         corpus = data.corpus
         with_date = corpus.column("date").null_count < corpus.num_rows if corpus.num_rows else False
         columns = ["doc_id", "title", "text"] + (["date"] if with_date else [])
-        dataset = ray.data.from_arrow(corpus.select(columns))
+        # one table is one block, and one block feeds one actor: slice it so every writer gets work
+        table = corpus.select(columns)
+        blocks = max(1, min(table.num_rows, 4 * num_actors))
+        step = -(-table.num_rows // blocks) if table.num_rows else 1
+        dataset = ray.data.from_arrow([table.slice(i, step) for i in range(0, max(table.num_rows, 1), step)])
     mapping = index_mapping(with_date=with_date, bm25_mode=mode, encoder=encoder)
     forced = prepare_index(client, index, mapping, encoder, recreate=recreate, force=force)
     report = IndexReport(index=index, forced=forced)
@@ -522,9 +532,11 @@ def index_corpus_on_workers(
         num_cpus=num_cpus_per_actor,
     )
     ids: set[str] = set()
+    writers: set[int] = set()
     with bulk_load_settings(client, index, enabled=bulk_settings):
         try:
             for row in written.iter_rows():
+                writers.add(int(row["writer"]))
                 status = str(row["outcome"])
                 if status == "ok":
                     ids.add(str(row["doc_id"]))
@@ -544,6 +556,7 @@ def index_corpus_on_workers(
                 report,
             ) from exc
     report.indexed = len(ids)
+    report.writers = len(writers)
     client.indices.refresh(index=index)
     report.doc_count = int(client.count(index=index)["count"])
     report.seconds = time.perf_counter() - start
