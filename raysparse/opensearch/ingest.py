@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from raysparse.config import OpenSearchConfig
-from raysparse.opensearch.client import OpenSearchError, error_reason, make_client
+from raysparse.opensearch.client import AccessDenied, OpenSearchError, error_reason, make_client
 from raysparse.opensearch.mapping import (
     BM25_FIELD,
     SPARSE_FIELD,
@@ -465,6 +465,9 @@ class _EncodeIndexActor:
         }
 
 
+WRITER_START_TIMEOUT_S = 600
+
+
 def index_corpus_on_workers(
     data,
     encoder_factory: Callable[[], TermEncoder],
@@ -531,6 +534,10 @@ def index_corpus_on_workers(
         compute=ray.data.ActorPoolStrategy(size=num_actors),
         num_cpus=num_cpus_per_actor,
     )
+    # every writer is up before the first block is handed out; else, on a busy node, the first actor to finish its
+    # start-up takes every block and the others never write (Ray Data's default is not to wait). A cluster that
+    # cannot place the pool fails after this long instead of waiting forever.
+    written.context.wait_for_min_actors_s = WRITER_START_TIMEOUT_S
     ids: set[str] = set()
     writers: set[int] = set()
     with bulk_load_settings(client, index, enabled=bulk_settings):
@@ -548,6 +555,11 @@ def index_corpus_on_workers(
                     terms = json.loads(row["terms"])
                     report.terms.merge(SanitizeReport(**terms))
         except Exception as exc:  # a worker's bulk request failed as a whole (server gone, 5xx after retries)
+            cause = getattr(exc, "cause", None)  # Ray's task error wraps the worker's exception
+            if isinstance(
+                cause, AccessDenied
+            ):  # a refusal is the same for every batch: say it, no count dance
+                raise AccessDenied(str(cause)) from exc
             report.indexed = len(ids)
             report.seconds = time.perf_counter() - start
             raise IndexInterrupted(
