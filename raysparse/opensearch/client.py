@@ -94,9 +94,11 @@ def _guarded(base: type, url: str, user: str | None) -> type:
 
     class Guarded(base):  # type: ignore[misc, valid-type]
         def log_request_fail(self, method, full_url, path, body, duration, status_code=None, *args, **kwargs):
-            exception = kwargs.get("exception", args[1] if len(args) > 1 else None)
-            if status_code in (401, 403) or "SSL" in type(exception).__name__:
-                return  # the AccessDenied / TLSFailure raised below says it in one line; no WARNING + traceback
+            # opensearch-py logs a WARNING (with the whole traceback for connection failures) before it raises;
+            # refusals, TLS failures and unreachable servers are raised as one clear line instead (a CLI's stderr
+            # is that line only). Other HTTP errors (429, 5xx the transport retries) stay logged.
+            if status_code is None or status_code in (401, 403):
+                return
             super().log_request_fail(method, full_url, path, body, duration, status_code, *args, **kwargs)
 
         def perform_request(self, method, url, params=None, body=None, timeout=None, ignore=(), headers=None):
