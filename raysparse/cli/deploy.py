@@ -46,6 +46,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     cfg = config_from_args(args, [f"opensearch.url={args.url}"] if args.url else [])
     from raysparse.opensearch import (
+        AccessDenied,
         OpenSearchError,
         PluginUnavailable,
         ServerUnreachable,
@@ -65,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         check_reachable(client, url)
         result = deploy_bundle(client, args.bundle, apply_settings=args.apply_settings, timeout=args.timeout)
-    except (ServerUnreachable, PluginUnavailable) as err:
+    except (ServerUnreachable, PluginUnavailable, AccessDenied) as err:
         print(f"raysparse deploy: {err}", file=sys.stderr)
         return 2
     except OpenSearchError as err:

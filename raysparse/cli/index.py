@@ -102,6 +102,7 @@ def run(args: argparse.Namespace) -> int:
 
     from raysparse.data import load_source
     from raysparse.opensearch import (
+        AccessDenied,
         EncoderMismatch,
         IndexInterrupted,
         OpenSearchError,
@@ -121,9 +122,11 @@ def run(args: argparse.Namespace) -> int:
     url, index = cfg.opensearch.url, cfg.opensearch.index
     client = make_client(cfg.opensearch)
     try:
-        # before loading data or a model: a stopped server is one line, not a traceback minutes later
+        # before loading data or a model: a stopped server or a user without rights on the index is one line,
+        # not a traceback minutes later
         check_reachable(client, url)
-    except ServerUnreachable as err:
+        client.indices.exists(index=index)
+    except (ServerUnreachable, AccessDenied) as err:
         print(f"raysparse index: {err}", file=sys.stderr)
         return 2
     data = load_source(cfg.data)
@@ -172,7 +175,7 @@ def run(args: argparse.Namespace) -> int:
                 num_actors=args.actors,
                 num_cpus_per_actor=args.cpus_per_actor,
             )
-    except EncoderMismatch as err:
+    except (EncoderMismatch, AccessDenied) as err:
         print(f"raysparse index: {err}", file=sys.stderr)
         return 2
     except IndexInterrupted as err:

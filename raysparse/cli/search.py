@@ -70,6 +70,7 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError("give --model DIR or --lexical, not both")
 
     from raysparse.opensearch import (
+        AccessDenied,
         EncoderMismatch,
         OpenSearchError,
         ServerUnreachable,
@@ -87,7 +88,7 @@ def run(args: argparse.Namespace) -> int:
     client = make_client(cfg.opensearch)
     try:
         check_reachable(client, url)
-    except ServerUnreachable as err:
+    except (ServerUnreachable, AccessDenied) as err:
         print(f"raysparse search: {err}", file=sys.stderr)
         return 2
     if not client.indices.exists(index=index):
@@ -108,7 +109,7 @@ def run(args: argparse.Namespace) -> int:
                 print(f"raysparse search: --force: searching despite {'; '.join(forced)}", file=sys.stderr)
         if args.server_encode:
             encoder = server_query_encoder(client, args.server_encode)
-    except EncoderMismatch as err:
+    except (EncoderMismatch, AccessDenied) as err:
         print(f"raysparse search: {err}", file=sys.stderr)
         return 2
     except OpenSearchError as err:
@@ -125,6 +126,9 @@ def run(args: argparse.Namespace) -> int:
             bm25_analyzer=args.bm25_analyzer,
             bm25_weight=args.bm25_weight,
         )
+    except AccessDenied as err:
+        print(f"raysparse search: {err}", file=sys.stderr)
+        return 2
     except OpenSearchError as err:
         print(f"raysparse search: {err}", file=sys.stderr)
         return 1

@@ -21,9 +21,11 @@ deploy, predict). Every public name is importable from ``raysparse.opensearch``.
 """
 
 from raysparse.opensearch.client import (
+    AccessDenied,
     OpenSearchError,
     PluginUnavailable,
     ServerUnreachable,
+    TLSFailure,
     check_reachable,
     error_reason,
     has_neural_search,
@@ -102,6 +104,7 @@ __all__ = [
     "MAX_WEIGHT",
     "RECENCY_DECAYS",
     "SPARSE_FIELD",
+    "AccessDenied",
     "DeployedModel",
     "EncoderMismatch",
     "Hit",
@@ -112,6 +115,7 @@ __all__ = [
     "PluginUnavailable",
     "SanitizeReport",
     "ServerUnreachable",
+    "TLSFailure",
     "TermEncoder",
     "TermWeights",
     "bm25_query",

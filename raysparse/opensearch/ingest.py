@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -13,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from raysparse.config import OpenSearchConfig
-from raysparse.opensearch.client import OpenSearchError, error_reason, make_client
+from raysparse.opensearch.client import AccessDenied, OpenSearchError, error_reason, make_client
 from raysparse.opensearch.mapping import (
     BM25_FIELD,
     SPARSE_FIELD,
@@ -99,6 +100,9 @@ class IndexReport:
     terms: SanitizeReport = field(default_factory=SanitizeReport)
     seconds: float = 0.0
     forced: list[str] = field(default_factory=list)  # encoder differences overridden with force=True
+    writers: int = (
+        0  # distinct worker processes that bulk-wrote (index_corpus_on_workers); 0 = the driver wrote
+    )
 
     def skip(self, reason: str) -> None:
         self.skipped[reason] = self.skipped.get(reason, 0) + 1
@@ -119,6 +123,7 @@ class IndexReport:
             "seconds": round(self.seconds, 3),
             "docs_per_second": round(self.docs_per_second, 1),
             "forced": list(self.forced),
+            "writers": self.writers,
         }
 
     def __str__(self) -> str:
@@ -456,7 +461,11 @@ class _EncodeIndexActor:
             "doc_id": [str(r.get("doc_id")) for r in rows],
             "outcome": [outcome[i] for i in range(len(rows))],
             "terms": [json.dumps(report.terms.as_dict())] + [""] * (len(rows) - 1),
+            "writer": [os.getpid()] * len(rows),
         }
+
+
+WRITER_START_TIMEOUT_S = 600
 
 
 def index_corpus_on_workers(
@@ -499,7 +508,11 @@ def index_corpus_on_workers(
         corpus = data.corpus
         with_date = corpus.column("date").null_count < corpus.num_rows if corpus.num_rows else False
         columns = ["doc_id", "title", "text"] + (["date"] if with_date else [])
-        dataset = ray.data.from_arrow(corpus.select(columns))
+        # one table is one block, and one block feeds one actor: slice it so every writer gets work
+        table = corpus.select(columns)
+        blocks = max(1, min(table.num_rows, 4 * num_actors))
+        step = -(-table.num_rows // blocks) if table.num_rows else 1
+        dataset = ray.data.from_arrow([table.slice(i, step) for i in range(0, max(table.num_rows, 1), step)])
     mapping = index_mapping(with_date=with_date, bm25_mode=mode, encoder=encoder)
     forced = prepare_index(client, index, mapping, encoder, recreate=recreate, force=force)
     report = IndexReport(index=index, forced=forced)
@@ -521,10 +534,16 @@ def index_corpus_on_workers(
         compute=ray.data.ActorPoolStrategy(size=num_actors),
         num_cpus=num_cpus_per_actor,
     )
+    # every writer is up before the first block is handed out; else, on a busy node, the first actor to finish its
+    # start-up takes every block and the others never write (Ray Data's default is not to wait). A cluster that
+    # cannot place the pool fails after this long instead of waiting forever.
+    written.context.wait_for_min_actors_s = WRITER_START_TIMEOUT_S
     ids: set[str] = set()
+    writers: set[int] = set()
     with bulk_load_settings(client, index, enabled=bulk_settings):
         try:
             for row in written.iter_rows():
+                writers.add(int(row["writer"]))
                 status = str(row["outcome"])
                 if status == "ok":
                     ids.add(str(row["doc_id"]))
@@ -536,6 +555,11 @@ def index_corpus_on_workers(
                     terms = json.loads(row["terms"])
                     report.terms.merge(SanitizeReport(**terms))
         except Exception as exc:  # a worker's bulk request failed as a whole (server gone, 5xx after retries)
+            cause = getattr(exc, "cause", None)  # Ray's task error wraps the worker's exception
+            if isinstance(
+                cause, AccessDenied
+            ):  # a refusal is the same for every batch: say it, no count dance
+                raise AccessDenied(str(cause)) from exc
             report.indexed = len(ids)
             report.seconds = time.perf_counter() - start
             raise IndexInterrupted(
@@ -544,6 +568,7 @@ def index_corpus_on_workers(
                 report,
             ) from exc
     report.indexed = len(ids)
+    report.writers = len(writers)
     client.indices.refresh(index=index)
     report.doc_count = int(client.count(index=index)["count"])
     report.seconds = time.perf_counter() - start

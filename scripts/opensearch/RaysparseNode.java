@@ -13,16 +13,27 @@ public class RaysparseNode {
         runner.onBuild((number, settings) -> {
             settings.put("discovery.type", "single-node");
             settings.put("network.host", "127.0.0.1");
-            // extra node settings from scripts/opensearch.sh (e.g. ml-commons' for --with-ml), one key=value a line
+            // extra node settings from scripts/opensearch.sh (ml-commons' for --with-ml, TLS and security for
+            // --secure), one key=value a line; key[]=value lines add to a list setting (values may hold commas,
+            // e.g. certificate DNs, so a list is never split on them)
             String extra = System.getenv("RAYSPARSE_NODE_SETTINGS");
+            java.util.Map<String, java.util.List<String>> lists = new java.util.LinkedHashMap<>();
             if (extra != null) {
                 for (String line : extra.split("\n")) {
                     int eq = line.indexOf('=');
-                    if (eq > 0) {
-                        settings.put(line.substring(0, eq).trim(), line.substring(eq + 1).trim());
+                    if (eq <= 0) {
+                        continue;
+                    }
+                    String key = line.substring(0, eq).trim();
+                    String value = line.substring(eq + 1).trim();
+                    if (key.endsWith("[]")) {
+                        lists.computeIfAbsent(key.substring(0, key.length() - 2), k -> new java.util.ArrayList<>()).add(value);
+                    } else {
+                        settings.put(key, value);
                     }
                 }
             }
+            lists.forEach(settings::putList);
         });
         Runtime.getRuntime().addShutdownHook(new Thread(() -> {
             try {
