@@ -31,6 +31,9 @@ from raysparse.mining import triples_files
 
 MINER_CLASS = "MapWorker"  # Ray Data's actor-pool actors (see tests/test_failures.py)
 IDLE_TIMEOUT_MIN = 0.25  # the harness default: 15 s instead of cluster.yaml's 10 minutes
+# Ray's fake nodes share one session directory: releasing an idle one deletes the job's working-dir copy the head's
+# driver runs in (its next import then fails in getcwd). Tests that do not check scale-down keep nodes for the job.
+JOB_LONG_IDLE_TIMEOUT_MIN = 30.0
 
 
 def _write_beir(shared_data: Path, out: Path, limit: int | None, langs: tuple[str, ...] = ("kor",)) -> Path:
@@ -246,6 +249,30 @@ def _job_env() -> dict[str, str]:
     }
 
 
+def _from_stable_cwd(stable: Path, *argv: str) -> list[str]:
+    """``python ARGV`` run from ``stable`` instead of the job's working-dir copy, which stays on ``sys.path``.
+
+    Ray's fake nodes share one session directory, and a node that joins re-extracts the job's working-dir package
+    in place (rmtree + unpack), so the driver's cwd is deleted under it and the next ``os.getcwd()`` (Tune's
+    ``relpath``, transformers' import) fails with ``FileNotFoundError``. Real nodes do not share that directory.
+    """
+    if argv[0] == "-m":
+        run = f"runpy.run_module({argv[1]!r}, run_name='__main__', alter_sys=True)"
+        rest = argv[2:]
+    else:
+        # as `python SCRIPT` would: the script's own directory first on sys.path (jobs/_bootstrap.py)
+        run = (
+            f"script = os.path.join(sys.path[0], {argv[0]!r}); sys.path.insert(0, os.path.dirname(script)); "
+            "runpy.run_path(script, run_name='__main__')"
+        )
+        rest = argv[1:]
+    code = (
+        "import os, runpy, sys; sys.path.insert(0, os.getcwd()); os.chdir(sys.argv[1]); "
+        f"sys.argv = [{argv[1] if argv[0] == '-m' else argv[0]!r}, *sys.argv[2:]]; {run}"
+    )
+    return ["python", "-c", code, str(stable), *rest]
+
+
 def _steps(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
@@ -275,11 +302,12 @@ def test_training_job_waits_for_a_gpu_pool_node_checkpoints_and_resumes_after_lo
         "train.max_failures=2",
     )
     out = tmp_path / "out"
-    with FakeAutoscalingHead(idle_timeout_minutes=IDLE_TIMEOUT_MIN, max_workers_cap=2) as head:
+    with FakeAutoscalingHead(idle_timeout_minutes=JOB_LONG_IDLE_TIMEOUT_MIN, max_workers_cap=2) as head:
         assert not head.alive_nodes("gpu_pool")
         before = {n["node_id"] for n in head.nodes()}
         job = head.submit(
-            ["python", "-m", "raysparse", "train", "--out", str(out), *args], env_vars=_job_env()
+            _from_stable_cwd(tmp_path, "-m", "raysparse", "train", "--out", str(out), *args),
+            env_vars=_job_env(),
         )
         progress = out / "progress" / "rank0.jsonl"
         head.wait_until(
@@ -354,12 +382,12 @@ def test_tune_sweep_queues_trials_and_scales_gpu_workers_to_max(shared_data, tmp
     )
     out = tmp_path / "sweep"
     root = Path(__file__).resolve().parents[1]
-    with FakeAutoscalingHead(idle_timeout_minutes=IDLE_TIMEOUT_MIN, max_workers_cap=2) as head:
+    with FakeAutoscalingHead(idle_timeout_minutes=JOB_LONG_IDLE_TIMEOUT_MIN, max_workers_cap=2) as head:
         cap = head.config["available_node_types"]["gpu_worker"]["max_workers"]
         assert cap == 2
         job = head.submit(
-            [
-                "python",
+            _from_stable_cwd(
+                tmp_path,
                 "jobs/tune.py",
                 "--out",
                 str(out),
@@ -368,7 +396,7 @@ def test_tune_sweep_queues_trials_and_scales_gpu_workers_to_max(shared_data, tmp
                 "--num-samples",
                 "3",
                 *args,
-            ],
+            ),
             env_vars=_job_env(),
         )
         peak = {"gpu": 0}
