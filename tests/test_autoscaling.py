@@ -31,8 +31,8 @@ from raysparse.mining import triples_files
 
 MINER_CLASS = "MapWorker"  # Ray Data's actor-pool actors (see tests/test_failures.py)
 IDLE_TIMEOUT_MIN = 0.25  # the harness default: 15 s instead of cluster.yaml's 10 minutes
-# Ray's fake nodes share one session directory: releasing an idle one deletes the job's working-dir copy the head's
-# driver runs in (its next import then fails in getcwd). Tests that do not check scale-down keep nodes for the job.
+# Tests that do not check scale-down keep their nodes for the whole job (fewer node churns while it runs; see
+# _from_stable_cwd for what a node joining does to the driver's working directory).
 JOB_LONG_IDLE_TIMEOUT_MIN = 30.0
 
 
