@@ -95,6 +95,17 @@ class EncodingSpec:
         )
         return dataclasses.replace(self, **changed)
 
+    def with_max_length(self, max_length: int | None, is_query: bool) -> EncodingSpec:
+        """The spec for an ``encode(..., max_length=N)`` call: that side's window length (a document stride kept
+        below the new window); ``None`` keeps the spec."""
+        if max_length is None:
+            return self
+        key = "max_query_length" if is_query else "max_doc_length"
+        changes: dict[str, Any] = {key: int(max_length)}
+        if not is_query and self.doc_stride > int(max_length) - 2:
+            changes["doc_stride"] = max(1, int(max_length) - 2)
+        return self.replace("max_length argument", **changes)
+
 
 def spec_from_model_config(model_cfg: Any) -> EncodingSpec:
     """The spec a model trained with ``model_cfg`` (:class:`raysparse.config.ModelConfig`) is saved with."""

@@ -568,15 +568,6 @@ class SparseEncoder(nn.Module):
 
         return tokenize_texts(self.tokenizer, texts, spec or self.spec, is_query=is_query)
 
-    def _spec_for(self, max_length: int | None, is_query: bool) -> Any:
-        if max_length is None:
-            return self.spec
-        key = "max_query_length" if is_query else "max_doc_length"
-        changes: dict[str, Any] = {key: int(max_length)}
-        if not is_query and self.spec.doc_stride > int(max_length) - 2:
-            changes["doc_stride"] = max(1, int(max_length) - 2)
-        return self.spec.replace("max_length argument", **changes)
-
     def _encode(
         self, texts: Sequence[str], max_length: int | None, batch_size: int, query: bool
     ) -> torch.Tensor:
@@ -587,7 +578,7 @@ class SparseEncoder(nn.Module):
         texts = list(texts)
         if not texts:
             return torch.zeros(0, self.vocab_size)
-        spec = self._spec_for(max_length, query)
+        spec = self.spec.with_max_length(max_length, query)
         was_training = self.training
         self.eval()
         out = []

@@ -150,13 +150,7 @@ class DenseEncoder(nn.Module):
         texts = list(texts)
         if not texts:
             return torch.zeros(0, self.dim)
-        spec = self.spec
-        if max_length is not None:
-            key = "max_query_length" if query else "max_doc_length"
-            changes: dict[str, Any] = {key: int(max_length)}
-            if not query and spec.doc_stride > int(max_length) - 2:
-                changes["doc_stride"] = max(1, int(max_length) - 2)
-            spec = spec.replace("max_length argument", **changes)
+        spec = self.spec.with_max_length(max_length, query)
         was_training = self.training
         self.eval()
         out = []
