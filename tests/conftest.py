@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import subprocess
 import uuid
 from pathlib import Path
 
@@ -93,27 +92,13 @@ OPENSEARCH_TEST_PORT = 9251
 def os_url():
     """URL of a real OpenSearch server (see the comment above)."""
     url = os.environ.get("RAYSPARSE_OPENSEARCH_URL")
-    started = False
-    if not url:
-        script = REPO_ROOT / "scripts" / "opensearch.sh"
-        proc = subprocess.run(
-            [str(script), "start", "--fresh", "--port", str(OPENSEARCH_TEST_PORT)],
-            capture_output=True,
-            text=True,
-            timeout=900,
-        )
-        if proc.returncode != 0:
-            msg = f"scripts/opensearch.sh start failed:\n{proc.stderr[-3000:]}"
-            if os.environ.get("CI"):
-                pytest.fail(msg)
-            pytest.skip(msg)
-        url = proc.stdout.strip().splitlines()[-1]
-        started = "already running" not in proc.stderr
-    yield url
-    if started:
-        subprocess.run(
-            [str(REPO_ROOT / "scripts" / "opensearch.sh"), "stop", "--port", str(OPENSEARCH_TEST_PORT)]
-        )
+    if url:
+        yield url
+        return
+    from opensearch_node import opensearch_node
+
+    with opensearch_node(OPENSEARCH_TEST_PORT, timeout=900) as url:
+        yield url
 
 
 @pytest.fixture(scope="session")

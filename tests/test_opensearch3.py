@@ -13,11 +13,11 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import uuid
 from pathlib import Path
 
 import pytest
+from opensearch_node import opensearch_node
 
 from raysparse.opensearch import (
     BULK_LOAD_SETTINGS,
@@ -46,21 +46,8 @@ def os3_url():
     if url:
         yield url
         return
-    proc = subprocess.run(
-        ["bash", str(SCRIPT), "start", "--version", "3", "--fresh", "--port", str(PORT)],
-        capture_output=True,
-        text=True,
-        timeout=1800,
-    )
-    if proc.returncode != 0:
-        msg = f"scripts/opensearch.sh start --version 3 failed:\n{proc.stderr[-3000:]}"
-        if os.environ.get("CI"):
-            pytest.fail(msg)
-        pytest.skip(msg)
-    started = "already running" not in proc.stderr
-    yield proc.stdout.strip().splitlines()[-1]
-    if started:
-        subprocess.run(["bash", str(SCRIPT), "stop", "--port", str(PORT)], capture_output=True)
+    with opensearch_node(PORT, "--version", "3") as url:
+        yield url
 
 
 @pytest.fixture(scope="module")

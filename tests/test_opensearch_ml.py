@@ -12,11 +12,11 @@ import functools
 import json
 import os
 import re
-import subprocess
 import zipfile
 from pathlib import Path
 
 import pytest
+from opensearch_node import opensearch_node
 
 from raysparse.opensearch import (
     create_index,
@@ -46,22 +46,8 @@ def ml_url():
     if url:
         yield url
         return
-    script = REPO_ROOT / "scripts" / "opensearch.sh"
-    proc = subprocess.run(
-        ["bash", str(script), "start", "--with-ml", "--fresh", "--port", str(ML_TEST_PORT)],
-        capture_output=True,
-        text=True,
-        timeout=1800,
-    )
-    if proc.returncode != 0:
-        msg = f"scripts/opensearch.sh start --with-ml failed:\n{proc.stderr[-3000:]}"
-        if os.environ.get("CI"):
-            pytest.fail(msg)
-        pytest.skip(msg)
-    started = "already running" not in proc.stderr
-    yield proc.stdout.strip().splitlines()[-1]
-    if started:
-        subprocess.run(["bash", str(script), "stop", "--port", str(ML_TEST_PORT)], capture_output=True)
+    with opensearch_node(ML_TEST_PORT, "--with-ml") as url:
+        yield url
 
 
 @pytest.fixture(scope="module")

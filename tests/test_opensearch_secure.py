@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from opensearch_node import opensearch_node
 
 from raysparse.config import OpenSearchConfig
 from raysparse.opensearch import (
@@ -53,32 +54,19 @@ AUTH_ENV = (
 @pytest.fixture(scope="module")
 def secure():
     """``scripts/opensearch.sh secure-env`` of a running --secure node (URL, CA file, users, password files)."""
-    proc = subprocess.run(
-        ["bash", str(SCRIPT), "start", "--secure", "--fresh", "--port", str(SECURE_PORT)],
-        capture_output=True,
-        text=True,
-        timeout=1800,
-    )
-    if proc.returncode != 0:
-        msg = f"scripts/opensearch.sh start --secure failed:\n{proc.stderr[-3000:]}"
-        if os.environ.get("CI"):
-            pytest.fail(msg)
-        pytest.skip(msg)
-    started = "already running" not in proc.stderr
-    info = subprocess.run(
-        ["bash", str(SCRIPT), "secure-env", "--port", str(SECURE_PORT)],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    env = dict(line.split("=", 1) for line in info.strip().splitlines())
-    assert env["RAYSPARSE_OPENSEARCH_URL"] == proc.stdout.strip().splitlines()[-1].replace("http:", "https:")
-    env["writer_password"] = Path(env["RAYSPARSE_OPENSEARCH_PASSWORD_FILE"]).read_text().strip()
-    env["noaccess_password"] = Path(env["NOACCESS_PASSWORD_FILE"]).read_text().strip()
-    assert len(env["writer_password"]) >= 20 and len(env["noaccess_password"]) >= 20
-    yield env
-    if started:
-        subprocess.run(["bash", str(SCRIPT), "stop", "--port", str(SECURE_PORT)], capture_output=True)
+    with opensearch_node(SECURE_PORT, "--secure") as url:
+        info = subprocess.run(
+            ["bash", str(SCRIPT), "secure-env", "--port", str(SECURE_PORT)],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        env = dict(line.split("=", 1) for line in info.strip().splitlines())
+        assert env["RAYSPARSE_OPENSEARCH_URL"] == url.replace("http:", "https:")
+        env["writer_password"] = Path(env["RAYSPARSE_OPENSEARCH_PASSWORD_FILE"]).read_text().strip()
+        env["noaccess_password"] = Path(env["NOACCESS_PASSWORD_FILE"]).read_text().strip()
+        assert len(env["writer_password"]) >= 20 and len(env["noaccess_password"]) >= 20
+        yield env
 
 
 @pytest.fixture
