@@ -25,6 +25,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 
 log = logging.getLogger(__name__)
@@ -277,3 +278,28 @@ def tokenize_texts(
     return TokenizedBatch(
         input_ids, attention_mask, torch.as_tensor(owner, dtype=torch.long), len(texts), lexical
     )
+
+
+def term_weights(
+    reps: torch.Tensor | np.ndarray, tokenizer: Any, *, top_k: int | None = None, threshold: float = 0.0
+) -> list[dict[str, float]]:
+    """(N, V) weights -> one ``{token: weight}`` dict per row (what OpenSearch's ``rank_features`` field stores).
+
+    Keeps weights > ``threshold``, at most ``top_k`` per row, sorted by weight descending with ties in token-id
+    order (a stable sort), so truncating a dict keeps the strongest terms and every runtime -- the in-process
+    encoder, TorchScript, ONNX -- turns equal vectors into equal dicts.
+    """
+    rows = (
+        reps.detach().float().cpu().numpy()
+        if isinstance(reps, torch.Tensor)
+        else np.asarray(reps, np.float32)
+    )
+    out: list[dict[str, float]] = []
+    for row in rows:
+        active = np.flatnonzero(row > threshold)
+        order = active[np.argsort(-row[active], kind="stable")]
+        if top_k is not None:
+            order = order[: int(top_k)]
+        tokens = tokenizer.convert_ids_to_tokens(order.tolist())
+        out.append({tok: float(row[i]) for tok, i in zip(tokens, order, strict=True)})
+    return out

@@ -775,16 +775,11 @@ class TermEncoder:
         threshold: float = 0.0,
     ) -> list[dict[str, float]]:
         """Texts -> ``[{token: weight}]`` sorted by weight, weights > ``threshold``, at most ``top_k`` each."""
-        reps = self.reps(texts, is_query=is_query)
-        out = []
-        for row in reps:
-            order = np.argsort(-row, kind="stable")
-            order = order[row[order] > threshold]
-            if top_k is not None:
-                order = order[:top_k]
-            tokens = self.tokenizer.convert_ids_to_tokens([int(i) for i in order])
-            out.append({t: float(row[i]) for t, i in zip(tokens, order, strict=True)})
-        return out
+        from raysparse.encoding import term_weights
+
+        return term_weights(
+            self.reps(texts, is_query=is_query), self.tokenizer, top_k=top_k, threshold=threshold
+        )
 
 
 class PyTorchTermEncoder(TermEncoder):

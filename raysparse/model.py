@@ -628,21 +628,12 @@ class SparseEncoder(nn.Module):
     def to_term_weights(
         self, reps: torch.Tensor, top_k: int | None = None, threshold: float = 0.0
     ) -> list[dict[str, float]]:
-        """(N, V) weights -> ``[{token: weight}]`` keeping weights > ``threshold``, at most ``top_k`` per row.
+        """(N, V) weights -> ``[{token: weight}]`` (:func:`raysparse.encoding.term_weights`)."""
+        from raysparse.encoding import term_weights
 
-        Rows are sorted by weight (descending) so truncating a dict keeps the strongest terms.
-        """
         if reps.dim() != 2 or reps.shape[1] != self.vocab_size:
             raise ValueError(f"reps must be (N, {self.vocab_size}), got {tuple(reps.shape)}")
-        reps = reps.detach().float().cpu()
-        k = self.vocab_size if top_k is None else min(int(top_k), self.vocab_size)
-        values, indices = torch.topk(reps, k=k, dim=1) if k < self.vocab_size else torch.sort(reps, 1, True)
-        out: list[dict[str, float]] = []
-        for row_values, row_ids in zip(values.tolist(), indices.tolist(), strict=True):
-            keep = [(i, v) for i, v in zip(row_ids, row_values, strict=True) if v > threshold]
-            tokens = self.tokenizer.convert_ids_to_tokens([i for i, _ in keep])
-            out.append({tok: float(v) for tok, (_, v) in zip(tokens, keep, strict=True)})
-        return out
+        return term_weights(reps, self.tokenizer, top_k=top_k, threshold=threshold)
 
     # ------------------------------------------------------------------ persistence
     def save_pretrained(self, out_dir: str | Path) -> None:

@@ -153,6 +153,12 @@ def fake_autoscaling_config(
     }
 
 
+# "[2026-12-01 18:16:12,853 I 17937 17937] (raylet) accessor.cc:475: ..." and the banner Ray prints above them
+_RAY_COMPONENT_LINE = re.compile(
+    r"^\s*\[\d{4}-\d\d-\d\d [\d:,]+ [DIWEF] \d+ \d+\]|\((raylet|gcs_server)\) (Raylet|Last \d+ lines)"
+)
+
+
 @dataclass
 class JobRun:
     """A job submitted with ``ray job submit --no-wait``; :meth:`wait` polls its status and returns its logs."""
@@ -172,6 +178,13 @@ class JobRun:
 
         return JobSubmissionClient(self.dashboard_url).get_job_logs(self.submission_id)
 
+    def driver_output(self, log: str | None = None, chars: int = 4000) -> str:
+        """The tail of what the job's driver printed, without the raylet/GCS lines Ray forwards into job logs
+        (after a node loss they fill the whole tail and hide the driver's traceback)."""
+        log = self.logs() if log is None else log
+        kept = [line for line in log.splitlines() if not _RAY_COMPONENT_LINE.search(line)]
+        return "\n".join(kept)[-chars:]
+
     def wait(self, timeout: float) -> tuple[str, str]:
         """(final status, logs); raises TimeoutError (with the log tail) when it is still running after ``timeout``."""
         deadline = time.monotonic() + timeout
@@ -181,7 +194,7 @@ class JobRun:
                 return status, self.logs()
             time.sleep(2)
         raise TimeoutError(
-            f"job {self.submission_id} still {self.status()} after {timeout:.0f} s:\n{self.logs()[-3000:]}"
+            f"job {self.submission_id} still {self.status()} after {timeout:.0f} s:\n{self.driver_output()}"
         )
 
     def stop(self) -> None:

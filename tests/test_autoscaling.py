@@ -119,9 +119,11 @@ def test_mining_job_scales_a_cpu_pool_node_up_and_down(shared_data, tmp_path):
             what="a cpu_pool node",
         )
         status, log = job.wait(600)
-        assert status == "SUCCEEDED", log[-4000:]
-        assert "no node offers these yet; asking the autoscaler" in log, log[-4000:]  # waited, did not fail
-        assert "mined 300/300 queries" in log, log[-4000:]
+        assert status == "SUCCEEDED", job.driver_output(log)
+        assert "no node offers these yet; asking the autoscaler" in log, job.driver_output(
+            log
+        )  # waited, did not fail
+        assert "mined 300/300 queries" in log, job.driver_output(log)
 
         new = _new_nodes(head, before, "cpu_pool")
         assert new and all(n["resources_total"]["cpu_pool"] == 2 for n in new), new
@@ -173,7 +175,7 @@ def test_mining_job_finishes_when_its_node_is_lost(shared_data, tmp_path):
         def actor_alive_on_new_node() -> bool:
             nonlocal job_id
             status = job.status()
-            assert status in {"PENDING", "RUNNING"}, f"job {status} before the fault:\n{job.logs()[-3000:]}"
+            assert status in {"PENDING", "RUNNING"}, f"job {status} before the fault:\n{job.driver_output()}"
             job_id = job_id or head.job_id(job.submission_id)
             new = {n["node_id"] for n in _new_nodes(head, before, "cpu_pool") if n["state"] == "ALIVE"}
             for a in head.actors(MINER_CLASS, job_id):
@@ -195,8 +197,8 @@ def test_mining_job_finishes_when_its_node_is_lost(shared_data, tmp_path):
             what="a replacement cpu_pool node",
         )
         status, log = job.wait(600)
-        assert status == "SUCCEEDED", log[-4000:]
-        assert "mined 2000/2000 queries" in log, log[-4000:]
+        assert status == "SUCCEEDED", job.driver_output(log)
+        assert "mined 2000/2000 queries" in log, job.driver_output(log)
         nodes = {n["node_id"]: n for n in head.nodes()}
         assert nodes[victim["node_id"]]["state"] == "DEAD"
         actors = head.actors(MINER_CLASS, job_id)
@@ -325,8 +327,8 @@ def test_training_job_waits_for_a_gpu_pool_node_checkpoints_and_resumes_after_lo
         killed_at = time.time()
 
         status, log = job.wait(900)
-        assert status == "SUCCEEDED", log[-4000:]
-        assert "no node offers these yet; asking the autoscaler" in log, log[-4000:]
+        assert status == "SUCCEEDED", job.driver_output(log)
+        assert "no node offers these yet; asking the autoscaler" in log, job.driver_output(log)
         replaced = [n for n in _new_nodes(head, before, "gpu_pool") if n["node_id"] != victim]
         assert replaced, "no replacement gpu_worker was launched"
         up = min(n["start_time_ms"] for n in replaced) / 1000 - killed_at
@@ -415,7 +417,7 @@ def test_tune_sweep_queues_trials_and_scales_gpu_workers_to_max(shared_data, tmp
         finally:
             done.set()
             watcher.join(timeout=30)
-        assert status == "SUCCEEDED", log[-4000:]
+        assert status == "SUCCEEDED", job.driver_output(log)
         gpu_nodes = [n for n in head.nodes() if "gpu_pool" in (n.get("resources_total") or {})]
         print(f"gpu_worker nodes: peak {peak['gpu']} alive at once, {len(gpu_nodes)} launched in all")
         assert peak["gpu"] == cap, peak  # scaled up to max_workers, not beyond

@@ -19,6 +19,7 @@ Sparsity statistics (the cost side of the quality/cost trade-off):
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
@@ -44,9 +45,17 @@ def activation_rate(matrix: sp.csr_matrix) -> np.ndarray:
     return counts / matrix.shape[0]
 
 
+def expected_flops(query_rates: Any, doc_rates: Any) -> float:
+    """SPLADE FLOPS from per-term activation rates: ``sum_v p_q(v) * p_d(v)`` (see the module docstring).
+
+    The one definition of the efficiency metric: evaluation passes rates over the dev set's sparse vectors,
+    training passes rates over its micro-batch tensors (numpy arrays and torch tensors both work)."""
+    return float((query_rates * doc_rates).sum())
+
+
 def flops(queries: sp.csr_matrix, docs: sp.csr_matrix) -> float:
-    """SPLADE FLOPS: ``sum_v p_q(v) * p_d(v)`` (see the module docstring)."""
-    return float(np.dot(activation_rate(queries), activation_rate(docs)))
+    """SPLADE FLOPS of a query set against a document set (:func:`expected_flops` of their activation rates)."""
+    return expected_flops(activation_rate(queries), activation_rate(docs))
 
 
 def avg_terms(matrix: sp.csr_matrix) -> float:

@@ -123,8 +123,10 @@ def _forward(backend: Any, batch: dict[str, Any], pairs: dict[str, Any] | None) 
 
 
 def _flops(q: torch.Tensor, d: torch.Tensor) -> float:
-    """Expected multiply-adds of a query-document dot product: sum_j P(q_j > 0) * P(d_j > 0) (SPLADE's FLOPS)."""
-    return float(((q > 0).float().mean(0) * (d > 0).float().mean(0)).sum())
+    """Evaluation's FLOPS metric (:func:`raysparse.evaluation.index.expected_flops`) on one micro-batch."""
+    from raysparse.evaluation.index import expected_flops
+
+    return expected_flops((q > 0).float().mean(0), (d > 0).float().mean(0))
 
 
 def _log_progress(path: Path | None, record: dict[str, Any]) -> None:
