@@ -60,6 +60,7 @@ ANALYSED = pa.schema(
 )
 
 _SPACES = re.compile(r"\s+")
+_WEIGHT_CHUNK = 1 << 22  # postings per bm25_weights call in IndexBuilder.merge (4M: ~100 MB of temporaries)
 
 
 def normalize_for_dedup(text: str) -> str:
@@ -237,7 +238,12 @@ class IndexBuilder:
         self._parts.clear()
         doc = np.repeat(np.arange(n_docs, dtype=np.int32), n_terms)
         df = np.bincount(term, minlength=len(vocab))
-        weights = bm25_weights(term, tf, doc, lengths, df, k1, b)
+        # in chunks: bm25_weights works in float64 (bm25s' float operations), three temporaries of 8 bytes per
+        # posting that would otherwise be the builder's peak at a million passages
+        weights = np.empty(len(term), dtype=np.float32)
+        for s in range(0, len(term), _WEIGHT_CHUNK):
+            e = s + _WEIGHT_CHUNK
+            weights[s:e] = bm25_weights(term[s:e], tf[s:e], doc[s:e], lengths, df, k1, b)
         del tf
         # CSC (one column per term, rows ascending): a stable sort by term keeps rows in order within a column
         by_term = np.argsort(term, kind="stable")
