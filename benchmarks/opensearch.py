@@ -1,6 +1,6 @@
 """OpenSearch benchmark: index size vs BM25, bulk docs/s, query p50/p99 + QPS from a second process, nDCG@10 per mode.
 
-    python benchmarks/opensearch.py --url http://127.0.0.1:9200 --model OUT/model [--petitions 1500]
+    python benchmarks/opensearch.py --url http://127.0.0.1:9200 --model OUT/model [--dense OUT/dense/model]
 
 Corpus: the 235 KLUE-MRC ODQA passages pooled with distractors (soynlp news lines, dated petitions) from
 ../shared/data; dev set: the 240 KLUE questions (qrels -> their passage). Every variant has its own index, built
@@ -16,6 +16,10 @@ from vectors encoded once in this process, so sizes compare like for like (every
   top-k terms (``--query-top-k``); a two-phase query (core OpenSearch ``rescore``): the top ``--first-phase-terms``
   query terms retrieve, then the ``--rescore-window`` best are re-scored with the full query vector.
 - hybrid: 0.3 x min-max BM25 + 0.7 x min-max sparse (raysparse.fusion.fuse_min_max, 2 requests per query).
+- dense (``--dense DIR``, a raysparse.dense model): a ``knn_vector`` field searched by the k-NN plugin's Lucene
+  HNSW engine (inner product; start the node with ``scripts/opensearch.sh start --with-knn``), the same vectors
+  searched exactly in process (``DenseIndex``) so HNSW's own loss shows, and the BM25 + dense hybrid. Without the
+  plugin the table says so instead of a row.
 
 Without ``--model`` the sparse rows use the model-free ``lexical_term_weights`` (char bigrams, no IDF: a plumbing
 check) and the inference-free rows are left out. nDCG@10 is computed from OpenSearch's own top-100 for every row;
@@ -45,6 +49,7 @@ from opensearch_common import add_common_args, load_average, load_corpus, machin
 GOAL_P99 = 1.2
 GOAL_SIZE = 3.0
 GOAL_LOSS = 0.01
+DENSE_FIELD = "vector"
 
 
 @dataclass(frozen=True)
@@ -68,7 +73,10 @@ def request_bodies(
     from raysparse.opensearch import bm25_query, prune_query, sparse_query
 
     out: list[tuple[str, dict[str, Any]]] = []
-    if row.index is not None:
+    if row.encoder == "dense":
+        vector = encoders["dense"]([text])[0]
+        out.append((indices["dense"], {"size": size, "_source": False, "query": knn_query(vector, size)}))
+    elif row.index is not None:
         weights = encoders[row.encoder]([text])[0]
         if row.query_top_k:
             weights = prune_query(weights, max_terms=row.query_top_k)
@@ -89,6 +97,35 @@ def request_bodies(
     if row.bm25:
         out.append((indices["bm25"], {"size": size, "_source": False, "query": bm25_query(text)}))
     return out
+
+
+def dense_mapping(dim: int) -> dict[str, Any]:
+    """A ``knn_vector`` field in the k-NN plugin's Lucene HNSW (inner product: the model's own score; the faiss
+    engine needs a native library the Maven zip lacks, measured in scripts/opensearch.sh)."""
+    method = {
+        "name": "hnsw",
+        "space_type": "innerproduct",
+        "engine": "lucene",
+        "parameters": {"m": 16, "ef_construction": 100},
+    }
+    return {
+        "settings": {"index": {"knn": True, "number_of_shards": 1, "number_of_replicas": 0}},
+        "mappings": {
+            "properties": {
+                "doc_id": {"type": "keyword"},
+                "text": {"type": "text", "index": False},
+                DENSE_FIELD: {"type": "knn_vector", "dimension": dim, "method": method},
+            }
+        },
+    }
+
+
+def knn_query(vector: Sequence[float], k: int) -> dict[str, Any]:
+    return {"knn": {DENSE_FIELD: {"vector": list(vector), "k": k}}}
+
+
+def knn_plugin_loaded(client) -> bool:
+    return any(p.get("component") == "opensearch-knn" for p in client.cat.plugins(format="json"))
 
 
 def combine(row: Row, responses: Sequence[dict[str, Any]]) -> dict[str, float]:
@@ -120,13 +157,23 @@ def _memoized(encoder: Callable) -> Callable:
 
 
 def load_encoders(model_dirs: dict[str, str | None]) -> dict[str, Callable]:
-    """Query encoders by key: a saved SparseEncoder dir each, or None for the model-free lexical weights."""
+    """Query encoders by key: a saved SparseEncoder dir each, or None for the model-free lexical weights; the key
+    "dense" is a dense bi-encoder (texts -> lists of floats)."""
     import torch
 
     from raysparse.opensearch import lexical_term_weights, model_query_encoder
 
     torch.set_num_threads(1)  # two client threads share two cores with the server
-    return {k: (model_query_encoder(d) if d else lexical_term_weights) for k, d in model_dirs.items()}
+    out: dict[str, Callable] = {}
+    for key, d in model_dirs.items():
+        if key == "dense":
+            from raysparse.dense import DenseEncoder
+
+            dense = DenseEncoder.from_pretrained(d).eval()
+            out[key] = lambda texts, m=dense: m.encode_queries(list(texts), batch_size=1).tolist()
+        else:
+            out[key] = model_query_encoder(d) if d else lexical_term_weights
+    return out
 
 
 # --------------------------------------------------------------------------------------------- measurements
@@ -264,6 +311,11 @@ def main() -> int:
         "--model", metavar="DIR", help="trained SparseEncoder dir (default: model-free lexical weights)"
     )
     ap.add_argument("--model-note", default="", help="how the model was made (printed in the table)")
+    ap.add_argument(
+        "--dense",
+        metavar="DIR",
+        help="a dense bi-encoder dir (raysparse.dense): adds knn_vector rows (node started with --with-knn)",
+    )
     ap.add_argument("--doc-top-k", type=int, default=64, help="terms kept per document in the pruned index")
     ap.add_argument("--query-top-k", type=int, default=8, help="terms kept per query in the query-pruned row")
     ap.add_argument(
@@ -323,6 +375,19 @@ def main() -> int:
             dict(sorted(v.items(), key=lambda kv: -kv[1])[:k]) for v in doc_vectors["if"]
         ]
 
+    dense_note = ""
+    dense_vectors = None
+    if args.dense and not knn_plugin_loaded(client):
+        dense_note = "not measured: the k-NN plugin is not loaded in this node (scripts/opensearch.sh start --with-knn)"
+    elif args.dense:
+        from raysparse.dense import DenseEncoder
+
+        dense = DenseEncoder.from_pretrained(args.dense).eval()
+        t0 = time.perf_counter()
+        dense_vectors = dense.encode_documents(texts, batch_size=16)
+        encode_rows.append((f"dense documents ({dense.dim} dimensions)", time.perf_counter() - t0))
+        model_dirs["dense"] = args.dense
+
     indices = {"bm25": f"{args.index}-bm25", **{key: f"{args.index}-{key}" for key in doc_vectors}}
     index_rows: list[
         tuple[str, str, int, float, float, float]
@@ -349,6 +414,23 @@ def main() -> int:
         terms = statistics.mean(len(b.get(SPARSE_FIELD, {})) for b in bodies)
         index_rows.append((labels[key], key, report.indexed, report.seconds, size, terms))
         print(f"indexed {key}: {report.indexed} docs in {report.seconds:.0f} s, {size:.1f} MB", flush=True)
+
+    if dense_vectors is not None:
+        indices["dense"] = f"{args.index}-dense"
+        bodies = [
+            {"doc_id": r["doc_id"], "text": t, DENSE_FIELD: v}
+            for r, t, v in zip(rows, texts, dense_vectors.tolist(), strict=True)
+        ]
+        if client.indices.exists(index=indices["dense"]):
+            client.indices.delete(index=indices["dense"])
+        client.indices.create(index=indices["dense"], body=dense_mapping(int(dense_vectors.shape[1])))
+        report = bulk_index(client, indices["dense"], bodies)
+        client.indices.forcemerge(index=indices["dense"], max_num_segments=1)
+        stats = client.indices.stats(index=indices["dense"])["indices"][indices["dense"]]
+        size = stats["primaries"]["store"]["size_in_bytes"] / 1e6
+        index_rows.append(("dense (knn_vector, Lucene HNSW; terms/doc = dimensions)", "dense", report.indexed,
+                           report.seconds, size, float(dense_vectors.shape[1])))  # fmt: skip
+        print(f"indexed dense: {report.indexed} docs in {report.seconds:.0f} s, {size:.1f} MB", flush=True)
 
     qk, fp, win = args.query_top_k, args.first_phase_terms, args.rescore_window
     sparse_name = "bi-encoder" if args.model else "sparse"
@@ -380,10 +462,28 @@ def main() -> int:
     if args.model:
         bench.append(Row("hybrid 0.3·BM25 + 0.7·inference-free", "if", "if", bm25=True))
 
+    if dense_vectors is not None:
+        bench += [
+            Row("dense (knn_vector, Lucene HNSW)", "dense", "dense"),
+            Row("hybrid 0.3·BM25 + 0.7·dense", "dense", "dense", bm25=True),
+        ]
+
     queries = dict(
         zip(data.queries.column("query_id").to_pylist(), data.queries.column("text").to_pylist(), strict=True)
     )
     qrels = qrels_from_table(data.qrels)
+    if dense_vectors is not None:  # the same vectors searched exactly: what HNSW's approximation costs
+        from raysparse.dense import DenseIndex
+
+        q_vectors = dense.encode_queries(list(queries.values()))
+        exact = DenseIndex([r["doc_id"] for r in rows], dense_vectors).search_run(
+            list(queries), q_vectors, k=100
+        )
+        dense_note = (
+            f"`--dense` model: {dense.dim} dimensions; HNSW m=16, ef_construction=100, k = size of the request. "
+            f"The same vectors searched exactly in process (DenseIndex): nDCG@10 "
+            f"{compute_metrics(exact, qrels).metrics['ndcg@10']:.4f}."
+        )
     encoders = {k: _memoized(f) for k, f in load_encoders(model_dirs).items()}  # one encoding per query
     ndcgs = []
     for row in bench:
@@ -399,11 +499,13 @@ def main() -> int:
     for index in indices.values():
         client.indices.delete(index=index, ignore_unavailable=True)
 
-    write_table(args, version, load_before, load_after, data, encode_rows, index_rows, results)
+    write_table(args, version, load_before, load_after, data, encode_rows, index_rows, results, dense_note)
     return 0
 
 
-def write_table(args, version, load_before, load_after, data, encode_rows, index_rows, results) -> None:
+def write_table(
+    args, version, load_before, load_after, data, encode_rows, index_rows, results, dense_note=""
+) -> None:
     n_docs = data.corpus.num_rows
     command = f"python benchmarks/opensearch.py --url URL --petitions {args.petitions}"
     if args.model:
@@ -411,6 +513,8 @@ def write_table(args, version, load_before, load_after, data, encode_rows, index
             f" --model OUT/model --doc-top-k {args.doc_top_k} --query-top-k {args.query_top_k}"
             f" --first-phase-terms {args.first_phase_terms} --rescore-window {args.rescore_window}"
         )
+    if args.dense:
+        command += " --dense OUT/dense/model"
     command += f" --concurrency {args.concurrency} --latency-queries {args.latency_queries}"
     bm25_size = next(r[4] for r in index_rows if r[1] == "bm25")
     by_label = {row.label: (row, ndcg, p50, p99, qps) for row, ndcg, p50, p99, qps in results}
@@ -461,6 +565,8 @@ def write_table(args, version, load_before, load_after, data, encode_rows, index
             f"| {row.label} | {ndcg:.4f} | {p50:.1f} | {p99:.1f} | {qps:.1f} | {p99 / base[3]:.2f}x | "
             f"{qps / base[4]:.2f}x |"
         )
+    if dense_note:
+        lines += ["", f"Dense rows: {dense_note}"]
     if args.model:
         lines += [
             "",

@@ -1,0 +1,94 @@
+"""The dense rows of the OpenSearch benchmark on a real node with the k-NN plugin (scripts/opensearch.sh start
+--with-knn): a small dense model's vectors in a ``knn_vector`` field (Lucene HNSW, inner product) give the same
+ranking quality as the same vectors searched exactly in process, and the BM25 + dense hybrid is measured beside them.
+
+The node: $RAYSPARSE_OPENSEARCH_KNN_URL, else one started here on $RAYSPARSE_OPENSEARCH_KNN_PORT (default 9256) and
+stopped when this module is done. Under CI=true a node that cannot start fails the test instead of skipping it.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from opensearch_node import opensearch_node
+
+from raysparse.config import ModelConfig
+
+pytestmark = [pytest.mark.opensearch, pytest.mark.slow]
+REPO_ROOT = Path(__file__).resolve().parents[1]
+PORT = int(os.environ.get("RAYSPARSE_OPENSEARCH_KNN_PORT", "9256"))
+
+
+@pytest.fixture(scope="module")
+def knn_url():
+    url = os.environ.get("RAYSPARSE_OPENSEARCH_KNN_URL")
+    if url:
+        yield url
+        return
+    with opensearch_node(PORT, "--with-knn") as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def dense_model(shared_data, tmp_path_factory) -> Path:
+    """A small dense bi-encoder over a local backbone whose tokenizer is trained on KLUE text."""
+    from raysparse.backbone import build_small_bert, train_tokenizer
+    from raysparse.data.readers import read_squad
+    from raysparse.dense import build_dense_encoder
+    from raysparse.evaluation import document_texts
+
+    klue = read_squad(shared_data / "klue-mrc-odqa" / "validation.jsonl")
+    texts = document_texts(klue) + klue.queries.column("text").to_pylist()
+    tokenizer = train_tokenizer(texts, vocab_size=2000)
+    torch.manual_seed(0)
+    cfg = ModelConfig(vocab_size=2000, hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64)
+    backbone = tmp_path_factory.mktemp("knn-backbone")
+    build_small_bert(tokenizer, cfg).save_pretrained(backbone)
+    tokenizer.save_pretrained(backbone)
+    model_cfg = ModelConfig(
+        kind="dense", hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64, max_doc_length=64
+    )
+    path, _ = build_dense_encoder(str(backbone), model_cfg, tmp_path_factory.mktemp("knn-dense") / "dense")
+    return Path(path)
+
+
+def test_benchmark_dense_rows_match_exact_search(knn_url, dense_model, shared_data, tmp_path):
+    out = tmp_path / "opensearch.md"
+    cmd = [sys.executable, str(REPO_ROOT / "benchmarks" / "opensearch.py"), "--url", knn_url,
+           "--shared", str(shared_data), "--petitions", "50", "--latency-queries", "8",
+           "--dense", str(dense_model), "--index", "rs-knn-test", "--out", str(out)]  # fmt: skip
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=1500)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    table = out.read_text(encoding="utf-8")
+    assert "--dense OUT/dense/model" in table
+    row = re.search(r"^\| dense \(knn_vector, Lucene HNSW\) \| ([0-9.]+) \|", table, re.M)
+    hybrid = re.search(r"^\| hybrid 0\.3·BM25 \+ 0\.7·dense \| ([0-9.]+) \|", table, re.M)
+    exact = re.search(r"searched exactly in process \(DenseIndex\): nDCG@10 ([0-9]+\.[0-9]+)", table)
+    assert row and hybrid and exact, table
+    hnsw, exact_ndcg = float(row.group(1)), float(exact.group(1))
+    # an untrained small encoder ranks poorly, but HNSW over ~800 vectors must find what exact search finds
+    assert exact_ndcg > 0.0
+    assert abs(hnsw - exact_ndcg) <= 0.02, (hnsw, exact_ndcg)
+    index_row = re.search(r"^\| dense \(knn_vector.*?\| (\d+) \| 32 \|", table, re.M)
+    assert index_row, table  # every document indexed, 32 dimensions
+
+
+def test_benchmark_says_why_there_is_no_dense_row_without_the_plugin(
+    os_url, dense_model, shared_data, tmp_path
+):
+    """On the plain node (no k-NN plugin) the table says the dense rows were not measured, and why."""
+    out = tmp_path / "opensearch.md"
+    cmd = [sys.executable, str(REPO_ROOT / "benchmarks" / "opensearch.py"), "--url", os_url,
+           "--shared", str(shared_data), "--petitions", "10", "--latency-queries", "3",
+           "--dense", str(dense_model), "--index", "rs-noknn-test", "--out", str(out)]  # fmt: skip
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=1500)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    table = out.read_text(encoding="utf-8")
+    assert "Dense rows: not measured: the k-NN plugin is not loaded" in table
+    assert "| dense (knn_vector" not in table
