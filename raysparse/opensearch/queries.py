@@ -327,11 +327,17 @@ def index_term_stats(
     for terms in query_terms:
         query_rate.update(feature_name(t) for t, w in terms.items() if w > 0)
     num_queries = len(query_terms)
-    flops_value = (
-        sum(query_rate[t] / num_queries * doc_rate.get(t, 0) / num_docs for t in query_rate)
-        if num_queries and num_docs
-        else 0.0
-    )
+    flops_value = 0.0
+    if num_queries and num_docs:  # the one FLOPS definition, on rates read from the index and the queries
+        import numpy as np
+
+        from raysparse.evaluation.index import expected_flops
+
+        terms = list(query_rate)
+        flops_value = expected_flops(
+            np.array([query_rate[t] / num_queries for t in terms]),
+            np.array([doc_rate.get(t, 0) / num_docs for t in terms]),
+        )
     return {
         "avg_query_terms": sum(query_rate.values()) / num_queries if num_queries else 0.0,
         "avg_doc_terms": total_doc_terms / num_docs if num_docs else 0.0,
