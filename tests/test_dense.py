@@ -12,6 +12,7 @@ import pyarrow as pa
 import pyarrow.compute
 import pytest
 import torch
+from small_models import TINY_BERT, save_tiny_backbone
 
 from raysparse.cli import main
 from raysparse.config import LossConfig, ModelConfig
@@ -36,21 +37,12 @@ def klue_small(shared_data) -> RetrievalData:
 @pytest.fixture(scope="module")
 def backbone(klue_small, tmp_path_factory) -> str:
     """A small local masked-LM backbone (tokenizer trained on the set's text), as raysparse.backbone builds it."""
-    from raysparse.backbone import build_small_bert, train_tokenizer
-
     texts = document_texts(klue_small) + klue_small.queries.column("text").to_pylist()
-    tokenizer = train_tokenizer(texts, vocab_size=2000)
-    torch.manual_seed(0)
-    cfg = ModelConfig(vocab_size=2000, hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64)
-    out = tmp_path_factory.mktemp("backbone")
-    build_small_bert(tokenizer, cfg).save_pretrained(out)
-    tokenizer.save_pretrained(out)
-    return str(out)
+    return save_tiny_backbone(texts, tmp_path_factory.mktemp("backbone"))
 
 
 def _cfg(**kw) -> ModelConfig:
-    base = {"kind": "dense", "hidden_size": 32, "num_layers": 1, "num_heads": 2, "intermediate_size": 64}
-    return ModelConfig(**{**base, "max_doc_length": 24, "max_windows": 4, **kw})
+    return ModelConfig(**{"kind": "dense", **TINY_BERT, "max_doc_length": 24, "max_windows": 4, **kw})
 
 
 def test_dense_encoder_pools_windows_and_normalises(backbone, tmp_path):

@@ -15,8 +15,8 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 from opensearch_node import opensearch_node
+from small_models import TINY_BERT, save_tiny_backbone
 
 from raysparse.config import ModelConfig
 
@@ -38,34 +38,30 @@ def knn_url():
 @pytest.fixture(scope="module")
 def dense_model(shared_data, tmp_path_factory) -> Path:
     """A small dense bi-encoder over a local backbone whose tokenizer is trained on KLUE text."""
-    from raysparse.backbone import build_small_bert, train_tokenizer
     from raysparse.data.readers import read_squad
     from raysparse.dense import build_dense_encoder
     from raysparse.evaluation import document_texts
 
     klue = read_squad(shared_data / "klue-mrc-odqa" / "validation.jsonl")
     texts = document_texts(klue) + klue.queries.column("text").to_pylist()
-    tokenizer = train_tokenizer(texts, vocab_size=2000)
-    torch.manual_seed(0)
-    cfg = ModelConfig(vocab_size=2000, hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64)
-    backbone = tmp_path_factory.mktemp("knn-backbone")
-    build_small_bert(tokenizer, cfg).save_pretrained(backbone)
-    tokenizer.save_pretrained(backbone)
-    model_cfg = ModelConfig(
-        kind="dense", hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64, max_doc_length=64
-    )
-    path, _ = build_dense_encoder(str(backbone), model_cfg, tmp_path_factory.mktemp("knn-dense") / "dense")
+    backbone = save_tiny_backbone(texts, tmp_path_factory.mktemp("knn-backbone"))
+    model_cfg = ModelConfig(kind="dense", **TINY_BERT, max_doc_length=64)
+    path, _ = build_dense_encoder(backbone, model_cfg, tmp_path_factory.mktemp("knn-dense") / "dense")
     return Path(path)
 
 
-def test_benchmark_dense_rows_match_exact_search(knn_url, dense_model, shared_data, tmp_path):
-    out = tmp_path / "opensearch.md"
-    cmd = [sys.executable, str(REPO_ROOT / "benchmarks" / "opensearch.py"), "--url", knn_url,
-           "--shared", str(shared_data), "--petitions", "50", "--latency-queries", "8",
-           "--dense", str(dense_model), "--index", "rs-knn-test", "--out", str(out)]  # fmt: skip
+def _benchmark(url: str, dense: Path, shared: Path, out: Path, petitions: int, latency_queries: int) -> str:
+    """benchmarks/opensearch.py with model-free sparse rows and ``--dense``; returns the table it wrote."""
+    cmd = [sys.executable, str(REPO_ROOT / "benchmarks" / "opensearch.py"), "--url", url, "--shared", str(shared),
+           "--petitions", str(petitions), "--latency-queries", str(latency_queries), "--dense", str(dense),
+           "--index", f"rs-knn-test-{petitions}", "--out", str(out)]  # fmt: skip
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=1500)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    table = out.read_text(encoding="utf-8")
+    return out.read_text(encoding="utf-8")
+
+
+def test_benchmark_dense_rows_match_exact_search(knn_url, dense_model, shared_data, tmp_path):
+    table = _benchmark(knn_url, dense_model, shared_data, tmp_path / "opensearch.md", 50, 8)
     assert "--dense OUT/dense/model" in table
     row = re.search(r"^\| dense \(knn_vector, Lucene HNSW\) \| ([0-9.]+) \|", table, re.M)
     hybrid = re.search(r"^\| hybrid 0\.3·BM25 \+ 0\.7·dense \| ([0-9.]+) \|", table, re.M)
@@ -83,12 +79,6 @@ def test_benchmark_says_why_there_is_no_dense_row_without_the_plugin(
     os_url, dense_model, shared_data, tmp_path
 ):
     """On the plain node (no k-NN plugin) the table says the dense rows were not measured, and why."""
-    out = tmp_path / "opensearch.md"
-    cmd = [sys.executable, str(REPO_ROOT / "benchmarks" / "opensearch.py"), "--url", os_url,
-           "--shared", str(shared_data), "--petitions", "10", "--latency-queries", "3",
-           "--dense", str(dense_model), "--index", "rs-noknn-test", "--out", str(out)]  # fmt: skip
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=1500)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    table = out.read_text(encoding="utf-8")
+    table = _benchmark(os_url, dense_model, shared_data, tmp_path / "opensearch.md", 10, 3)
     assert "Dense rows: not measured: the k-NN plugin is not loaded" in table
     assert "| dense (knn_vector" not in table
