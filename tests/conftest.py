@@ -91,13 +91,11 @@ OPENSEARCH_TEST_PORT = 9251
 @pytest.fixture(scope="session")
 def os_url():
     """URL of a real OpenSearch server (see the comment above)."""
-    url = os.environ.get("RAYSPARSE_OPENSEARCH_URL")
-    if url:
-        yield url
-        return
     from opensearch_node import opensearch_node
 
-    with opensearch_node(OPENSEARCH_TEST_PORT, timeout=900) as url:
+    with opensearch_node(
+        OPENSEARCH_TEST_PORT, url=os.environ.get("RAYSPARSE_OPENSEARCH_URL"), timeout=900
+    ) as url:
         yield url
 
 

@@ -16,8 +16,12 @@ SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "opensearch.sh"
 
 
 @contextlib.contextmanager
-def opensearch_node(port: int, *flags: str, timeout: float = 1800) -> Iterator[str]:
-    """``scripts/opensearch.sh start FLAGS --fresh --port PORT``; yields its URL (the script's last stdout line)."""
+def opensearch_node(port: int, *flags: str, url: str | None = None, timeout: float = 1800) -> Iterator[str]:
+    """``scripts/opensearch.sh start FLAGS --fresh --port PORT``; yields its URL (the script's last stdout line).
+    A given ``url`` (a node the caller was pointed at, e.g. by an environment variable) is yielded as it is."""
+    if url:
+        yield url
+        return
     proc = subprocess.run(
         ["bash", str(SCRIPT), "start", *flags, "--fresh", "--port", str(port)],
         capture_output=True,

@@ -42,11 +42,7 @@ BM25_K1 = 1.2  # OpenSearch's default k1 on both versions
 
 @pytest.fixture(scope="module")
 def os3_url():
-    url = os.environ.get("RAYSPARSE_OPENSEARCH3_URL")
-    if url:
-        yield url
-        return
-    with opensearch_node(PORT, "--version", "3") as url:
+    with opensearch_node(PORT, "--version", "3", url=os.environ.get("RAYSPARSE_OPENSEARCH3_URL")) as url:
         yield url
 
 

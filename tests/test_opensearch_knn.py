@@ -27,11 +27,7 @@ PORT = int(os.environ.get("RAYSPARSE_OPENSEARCH_KNN_PORT", "9256"))
 
 @pytest.fixture(scope="module")
 def knn_url():
-    url = os.environ.get("RAYSPARSE_OPENSEARCH_KNN_URL")
-    if url:
-        yield url
-        return
-    with opensearch_node(PORT, "--with-knn") as url:
+    with opensearch_node(PORT, "--with-knn", url=os.environ.get("RAYSPARSE_OPENSEARCH_KNN_URL")) as url:
         yield url
 
 

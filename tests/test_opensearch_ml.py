@@ -43,10 +43,7 @@ def ml_url():
     main_url = os.environ.get("RAYSPARSE_OPENSEARCH_URL")
     if not url and main_url and "opensearch-ml" in installed_plugins(make_client(url=main_url)):
         url = main_url
-    if url:
-        yield url
-        return
-    with opensearch_node(ML_TEST_PORT, "--with-ml") as url:
+    with opensearch_node(ML_TEST_PORT, "--with-ml", url=url) as url:
         yield url
 
 
