@@ -416,11 +416,22 @@ def run_loop(config: dict[str, Any], io: LoopIO) -> list[dict[str, Any]]:
     return history
 
 
+def _quiet_ray_train_reports() -> None:
+    """Ray Train logs every ``ray.train.report`` with the whole metrics dict at INFO (a screenful per report in the
+    job's console); those metrics are in TensorBoard and the history file already, so only its warnings stay."""
+    try:
+        from ray.train.v2._internal.execution import context as train_context
+    except ImportError:  # another Ray Train version: its own logging stays as it is
+        return
+    logging.getLogger(train_context.__file__).setLevel(logging.WARNING)
+
+
 def train_loop_per_worker(config: dict[str, Any]) -> None:
     """Entry point for :class:`ray.train.torch.TorchTrainer` (Ray has already set up the process group)."""
     import ray.train
 
     set_default_env(config.get("use_gpu", False))
+    _quiet_ray_train_reports()
     ctx = ray.train.get_context()
 
     @contextlib.contextmanager
