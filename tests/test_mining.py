@@ -252,3 +252,36 @@ def test_kiwi_analyzer_mining_on_korean(shared_data, tmp_path):
     assert report.queries_mined == 30 and report.analyzer == "kiwi"
     rows = read_triples(tmp_path).to_pylist()
     assert sum(r["negative_kinds"].count("hard") for r in rows) >= 0.8 * 30 * 5
+
+
+@pytest.mark.parametrize("k", [1, 7, 100])
+def test_topk_kernel_equals_brute_force_on_both_paths_with_ties(k):
+    """The retrieval kernel against dense numpy scoring: queries of rare terms (the touched-rows path) and of common
+    terms (the scan-every-row path), weights quantised so that many scores tie (ties go to the lower row)."""
+    import scipy.sparse as sp
+
+    from raysparse.mining.retrieve import topk_batch
+
+    rng = np.random.default_rng(0)
+    num_docs, vocab = 3000, 400
+    density = np.where(np.arange(vocab) < 20, 0.6, 0.004)  # 20 common terms, the rest rare
+    mask = rng.random((num_docs, vocab)) < density
+    weights = np.where(mask, rng.integers(1, 4, size=mask.shape) * 0.5, 0.0).astype(np.float32)
+    csc = sp.csc_matrix(weights)
+    queries = [list(rng.integers(20, vocab, size=3)) for _ in range(30)]  # rare terms only
+    queries += [list(rng.integers(0, 20, size=4)) + [int(rng.integers(20, vocab))] for _ in range(30)]
+    queries += [[5, 5, 300]]  # a repeated term counts twice, as in bm25s
+    q_ids = np.array([t for q in queries for t in q], dtype=np.int64)
+    q_ptr = np.cumsum([0] + [len(q) for q in queries]).astype(np.int64)
+    rows, scores = topk_batch(
+        q_ids, q_ptr, csc.data, csc.indices.astype(np.int32), csc.indptr.astype(np.int64), num_docs, k
+    )
+    for i, q in enumerate(queries):
+        dense = np.zeros(num_docs, dtype=np.float32)
+        for t in q:
+            dense += weights[:, t]
+        positive = np.flatnonzero(dense > 0)
+        expected = positive[np.lexsort((positive, -dense[positive]))][:k]
+        got = rows[i][rows[i] >= 0]
+        assert got.tolist() == expected.tolist(), i
+        np.testing.assert_array_equal(scores[i][: len(got)], dense[expected])
