@@ -269,7 +269,7 @@ def test_topk_kernel_equals_brute_force_on_both_paths_with_ties(k):
     weights = np.where(mask, rng.integers(1, 4, size=mask.shape) * 0.5, 0.0).astype(np.float32)
     csc = sp.csc_matrix(weights)
     queries = [list(rng.integers(20, vocab, size=3)) for _ in range(30)]  # rare terms only
-    queries += [list(rng.integers(0, 20, size=4)) + [int(rng.integers(20, vocab))] for _ in range(30)]
+    queries += [[*rng.integers(0, 20, size=4), int(rng.integers(20, vocab))] for _ in range(30)]
     queries += [[5, 5, 300]]  # a repeated term counts twice, as in bm25s
     q_ids = np.array([t for q in queries for t in q], dtype=np.int64)
     q_ptr = np.cumsum([0] + [len(q) for q in queries]).astype(np.int64)
