@@ -66,4 +66,6 @@ for dev in "$OUT"/data/dev/*/; do
   stage "dense-eval-$name" python -m raysparse evaluate --config "$CONFIG" "${SETS[@]}" "${DENSE[@]}" \
     --model "$OUT/dense/model" --no-baseline --beir "$dev" --out "$OUT/dense/eval/$name" > "$OUT/dense-eval-$name.log"
 done
-python benchmarks/quality/systems.py "$OUT" --seed "$(python -c "from raysparse.config import load_config; print(load_config('$CONFIG').data.seed)")"
+# the split seed of the recipe's data (load_config needs data.path: the config's format is beir)
+SEED="$(python -c "import sys; from raysparse.config import load_config; print(load_config(sys.argv[1], [sys.argv[2]]).data.seed)" "$CONFIG" "data.path=$OUT/data/train")"
+python benchmarks/quality/systems.py "$OUT" --seed "$SEED"
