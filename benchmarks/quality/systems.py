@@ -20,13 +20,17 @@ import sys
 from pathlib import Path
 from typing import Any
 
+HERE = Path(__file__).resolve().parent
+for _path in (HERE.parents[1], HERE):  # raysparse from this checkout, report.py beside this file
+    if str(_path) not in sys.path:
+        sys.path.insert(0, str(_path))
+
 ROW_KEYS = ("ndcg@10", "mrr@10", "recall@100")
 
 
 def _read(system_dir: Path) -> tuple[dict[str, Any], dict[str, dict[str, float]]] | None:
     if not (system_dir / "metrics.json").is_file() or not (system_dir / "run.trec").is_file():
         return None
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
     from report import read_trec
 
     return json.loads((system_dir / "metrics.json").read_text()), read_trec(system_dir / "run.trec")
