@@ -13,8 +13,13 @@ import argparse
 import json
 import os
 import platform
+import sys
 from pathlib import Path
 from typing import Any
+
+REPO = Path(__file__).resolve().parents[2]
+if str(REPO) not in sys.path:  # raysparse from this checkout when run as a script
+    sys.path.insert(0, str(REPO))
 
 ROWS = ("ndcg@10", "mrr@10", "recall@100", "avg_query_terms", "avg_doc_terms")
 SYSTEM_ORDER = (
