@@ -67,6 +67,8 @@ def test_benchmark_dense_rows_match_exact_search(knn_url, dense_model, shared_da
     # an untrained small encoder ranks poorly, but HNSW over ~800 vectors must find what exact search finds
     assert exact_ndcg > 0.0
     assert abs(hnsw - exact_ndcg) <= 0.02, (hnsw, exact_ndcg)
+    overlap = re.search(r"HNSW's top 10 holds ([0-9.]+) of exact search's top 10", table)
+    assert overlap and 0.0 < float(overlap.group(1)) <= 1.0, table
     index_row = re.search(r"^\| dense \(knn_vector.*?\| (\d+) \| 32 \|", table, re.M)
     assert index_row, table  # every document indexed, 32 dimensions
 
