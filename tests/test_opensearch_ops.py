@@ -211,3 +211,31 @@ def test_workers_write_straight_into_opensearch_like_the_driver_path(client, ind
             assert ours["sparse"] == ref["sparse"] and ours["bm25"] == ref["bm25"]
     finally:
         client.indices.delete(index=reference, ignore_unavailable=True)
+
+
+@pytest.mark.slow
+def test_workers_index_a_corpus_where_only_some_documents_are_dated(
+    client, index_name, klue, shared_data, ray_local
+):
+    """KLUE passages (no date) pooled with dated petitions: Ray Data hands the writers numpy batches where a missing
+    date is NaT; every document is written, the dated ones with their date, the others without one."""
+    import pyarrow as pa
+
+    from raysparse.config import OpenSearchConfig
+    from raysparse.data import read_dated_jsonl
+    from raysparse.opensearch import index_corpus_on_workers, lexical_encoder_factory
+    from raysparse.schemas import RetrievalData
+
+    petitions = read_dated_jsonl(shared_data / "corpora" / "petitions-dated").corpus.slice(0, 40)
+    corpus = pa.concat_tables([klue.corpus.slice(0, 40).cast(petitions.schema), petitions])
+    data = RetrievalData(corpus, klue.queries.slice(0, 0), klue.qrels.slice(0, 0))
+    url = "http://{host}:{port}".format(**client.transport.hosts[0])
+    report = index_corpus_on_workers(
+        data, lexical_encoder_factory("bigram"), OpenSearchConfig(url=url), index=index_name, num_actors=2
+    )
+    assert report.indexed == report.doc_count == 80 and not report.failed
+    dated = petitions.to_pylist()[0]
+    source = client.get(index=index_name, id=dated["doc_id"])["_source"]
+    assert source["date"].startswith(dated["date"].isoformat()[:10])
+    undated = client.get(index=index_name, id=klue.corpus.column("doc_id")[0].as_py())["_source"]
+    assert "date" not in undated

@@ -13,6 +13,8 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from raysparse.config import OpenSearchConfig
 from raysparse.opensearch.client import AccessDenied, OpenSearchError, error_reason, make_client
 from raysparse.opensearch.mapping import (
@@ -29,10 +31,19 @@ from raysparse.opensearch.mapping import (
 
 
 # --------------------------------------------------------------------------------------------- documents
-def _json_value(value: Any) -> Any:
+def _date_value(value: Any) -> str | None:
+    """A document's date as ISO 8601, or None when it has none. Ray Data's numpy batches carry dates as
+    ``numpy.datetime64`` and a missing one as NaT (not None): NaT reached the JSON serializer and failed the
+    worker's whole bulk request on corpora where only some documents are dated."""
+    if value is None:
+        return None
+    if isinstance(value, np.datetime64):
+        if np.isnat(value):
+            return None
+        return value.astype("datetime64[us]").item().isoformat()
     if isinstance(value, datetime | date):
         return value.isoformat()
-    return value
+    return str(value)
 
 
 def document_body(
@@ -48,8 +59,9 @@ def document_body(
     }
     if row.get("lang"):
         body["lang"] = row["lang"]
-    if row.get("date") is not None:
-        body["date"] = _json_value(row["date"])
+    dated = _date_value(row.get("date"))
+    if dated is not None:
+        body["date"] = dated
     if bm25_tokens is not None:
         body[BM25_FIELD] = " ".join(bm25_tokens)
     return body, report
