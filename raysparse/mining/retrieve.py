@@ -13,6 +13,8 @@ from numba import njit, prange
 
 __all__ = ["score_flat", "topk_batch", "topk_parallel"]
 
+_DENSE_FACTOR = 64  # a query scans every row once its postings exceed num_docs / _DENSE_FACTOR
+
 
 @njit(cache=True, nogil=True, inline="always")
 def _worse(s1, r1, s2, r2):  # pragma: no cover - jitted
@@ -60,7 +62,7 @@ def topk_batch(q_ids, q_ptr, data, indices, indptr, num_docs, k):  # pragma: no 
 
     Scores accumulate in a dense float32 array; the best k are kept in a bounded heap as rows are visited (one
     comparison per scored row, no partition or sort of every candidate). Queries whose posting lists are short
-    visit only the rows they touched; long ones (common terms) scan every row once, as bm25s does.
+    visit only the rows they touched; the others scan every row once, as bm25s does.
     """
     n_q = len(q_ptr) - 1
     out_rows = np.full((n_q, k), -1, dtype=np.int32)
@@ -75,8 +77,10 @@ def topk_batch(q_ids, q_ptr, data, indices, indptr, num_docs, k):  # pragma: no 
         for p in range(q_ptr[qi], q_ptr[qi + 1]):
             n_post += indptr[q_ids[p] + 1] - indptr[q_ids[p]]
         size = 0
-        if 4 * n_post >= num_docs:
-            # long posting lists: accumulate without tracking touched rows, then visit every row once
+        if _DENSE_FACTOR * n_post >= num_docs:
+            # postings beyond 1/64 of the rows: accumulate without tracking touched rows, then visit every row once
+            # (tracking costs more per posting than one predictable comparison per row; 64 measured at 20k and
+            # 200k passages: faster than 4, 16 and on par with 256)
             for p in range(q_ptr[qi], q_ptr[qi + 1]):
                 t = q_ids[p]
                 for j in range(indptr[t], indptr[t + 1]):
