@@ -239,3 +239,85 @@ def test_workers_index_a_corpus_where_only_some_documents_are_dated(
     assert source["date"].startswith(dated["date"].isoformat()[:10])
     undated = client.get(index=index_name, id=klue.corpus.column("doc_id")[0].as_py())["_source"]
     assert "date" not in undated
+
+
+def _marking_encoder_factory(marker_dir: str):
+    """The lexical encoder, plus a file named after the node each time a writer encodes a batch: the test's signal
+    that a node's writer is mid-indexing (local cluster nodes share this file system)."""
+    from raysparse.opensearch import lexical_encoder_factory
+
+    make_lexical = lexical_encoder_factory("bigram")
+
+    def make():
+        import ray
+
+        node = ray.get_runtime_context().get_node_id()
+        lexical = make_lexical()
+
+        def encode(texts):
+            (Path(marker_dir) / node).touch()
+            return lexical(texts)
+
+        return encode
+
+    return make
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_indexing_on_workers_survives_losing_a_writer_node(client, index_name, shared_data, tmp_path):
+    """Three 1-CPU worker nodes, two writers: the node of a writer that has started encoding is removed (SIGKILL,
+    no grace); Ray Data restarts the writer on the spare node and retries its batches, and since a document's _id
+    is its doc_id, nothing is lost or duplicated: every document is in the index exactly once."""
+    import threading
+
+    import ray
+    from ray.cluster_utils import Cluster
+
+    from raysparse.config import OpenSearchConfig
+    from raysparse.data import read_dated_jsonl
+    from raysparse.opensearch import index_corpus_on_workers
+    from raysparse.schemas import RetrievalData
+
+    petitions = read_dated_jsonl(shared_data / "corpora" / "petitions-dated")
+    corpus = petitions.corpus.slice(0, 1500)
+    data = RetrievalData(corpus, petitions.queries.slice(0, 0), petitions.qrels.slice(0, 0))
+    url = "http://{host}:{port}".format(**client.transport.hosts[0])
+    markers = tmp_path / "encoded-on"
+    markers.mkdir()
+
+    ray.shutdown()
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "include_dashboard": False})
+    outcome: dict = {}
+    try:
+        nodes = [cluster.add_node(num_cpus=1) for _ in range(3)]
+        cluster.wait_for_nodes()
+        ray.init(address=cluster.address, log_to_driver=False)
+
+        def run() -> None:
+            try:
+                outcome["report"] = index_corpus_on_workers(
+                    data, _marking_encoder_factory(str(markers)), OpenSearchConfig(url=url),
+                    index=index_name, num_actors=2, num_cpus_per_actor=1, batch_size=8,
+                )  # fmt: skip
+            except Exception as err:  # reported by the assertions below
+                outcome["error"] = err
+
+        worker = threading.Thread(target=run)
+        worker.start()
+        deadline = time.monotonic() + 300
+        while not any(markers.iterdir()) and worker.is_alive() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert worker.is_alive(), f"indexing ended before a node could be removed: {outcome}"
+        victim_id = next(markers.iterdir()).name
+        victim = next(n for n in nodes if n.node_id == victim_id)
+        cluster.remove_node(victim, allow_graceful=False)
+        worker.join(600)
+        assert not worker.is_alive(), "indexing did not finish after the node loss"
+    finally:
+        ray.shutdown()
+        cluster.shutdown()
+    assert "error" not in outcome, outcome.get("error")
+    report = outcome["report"]
+    assert report.indexed == report.doc_count == corpus.num_rows and not report.failed
+    assert int(client.count(index=index_name)["count"]) == corpus.num_rows
