@@ -287,7 +287,16 @@ def main() -> None:
     ]
     table = "\n".join(lines)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text("# Mining benchmark\n\n" + table + "\n")
+    shown, skip = [], False
+    for arg in sys.argv[1:]:  # the options that shape the numbers; --out is where, not what
+        if skip or arg.startswith("--out"):
+            skip = arg == "--out"
+            continue
+        shown.append(arg)
+    command = " ".join(["python benchmarks/mining.py", *shown])
+    Path(args.out).write_text(
+        f"# Mining benchmark\n\nCommand: `{command}` (1M passages: scale.md)\n\n" + table + "\n"
+    )
     print(table)
     print(f"ray/bm25s ratio: {ray_qps / base:.2f}")
 
