@@ -409,9 +409,24 @@ class FakeAutoscalingHead:
                 continue
         return pids
 
-    def kill_node(self, node_id: str) -> int:
-        """SIGKILL a fake node's processes (a spot instance taken away); returns how many were killed."""
-        pids = self.node_pids(node_id)
+    def kill_node(self, node_id: str, extra_pids: set[int] | None = None) -> int:
+        """SIGKILL a fake node's processes and everything they started (a spot instance taken away); returns how
+        many were killed. A worker started by the raylet does not carry the node's environment variable, and a Train
+        worker left alive went on training to the end after its raylet was gone; so the node's workers (from the
+        state API) and every child process go too."""
+        import psutil
+        from ray.util.state import list_workers
+
+        pids = set(self.node_pids(node_id)) | set(extra_pids or ())
+        with contextlib.suppress(Exception):  # and every worker the GCS places on that node, by its pid
+            workers = list_workers(
+                address=self.dashboard_url, filters=[("node_id", "=", node_id)], limit=10000, detail=True,
+                raise_on_missing_output=False,
+            )  # fmt: skip
+            pids.update(int(w.pid) for w in workers if getattr(w, "pid", None) and w.pid != os.getpid())
+        for pid in list(pids):
+            with contextlib.suppress(psutil.Error):
+                pids.update(child.pid for child in psutil.Process(pid).children(recursive=True))
         for pid in pids:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
