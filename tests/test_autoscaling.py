@@ -149,7 +149,7 @@ def test_mining_job_scales_a_cpu_pool_node_up_and_down(shared_data, tmp_path):
     assert report["mode"] == "ray" and report["queries_mined"] == 300
 
 
-# passed 4 of 4 runs here (85-90 s each) but failed once in CI (job FAILED after the kill; the log tail kept only
+# passed 8 of 8 runs here (85-98 s each) but failed once in CI (job FAILED after the kill; the log tail kept only
 # the raylet lines, so the driver's error was not seen: failures now print the driver's own output)
 @pytest.mark.unverified
 @pytest.mark.slow
