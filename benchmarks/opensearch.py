@@ -134,10 +134,6 @@ def top10_overlap(run: dict[str, dict[str, float]], exact: dict[str, dict[str, f
     return sum(shares) / max(1, len(shares))
 
 
-def knn_plugin_loaded(client) -> bool:
-    return any(p.get("component") == "opensearch-knn" for p in client.cat.plugins(format="json"))
-
-
 def combine(row: Row, responses: Sequence[dict[str, Any]]) -> dict[str, float]:
     """One query's hit list from its responses (hybrid: the one fusion function)."""
     from raysparse.fusion import fuse_min_max
@@ -349,6 +345,7 @@ def main() -> int:
         create_index,
         document_body,
         index_mapping,
+        installed_plugins,
         lexical_term_weights,
         make_client,
     )
@@ -387,7 +384,7 @@ def main() -> int:
 
     dense_note = ""
     dense_vectors = None
-    if args.dense and not knn_plugin_loaded(client):
+    if args.dense and "opensearch-knn" not in installed_plugins(client):
         dense_note = "not measured: the k-NN plugin is not loaded in this node (scripts/opensearch.sh start --with-knn)"
     elif args.dense:
         from raysparse.dense import DenseEncoder
