@@ -172,22 +172,38 @@ fetch_ml() {
   mv "$tmp" "$ml_home"
 }
 
-fetch_knn() {
-  # One-time: the k-NN plugin dir under $knn_home (see --with-knn above for the descriptor edit).
-  if [ -f "$knn_home/.complete" ]; then return; fi
+fetch_plugin() {
+  # One-time: plugin $1 (version $2) unpacked under $3/plugins/$1 from the zip that pom $4 pulls from Maven
+  # Central; $5 names a function run on the unpacked directory before it is marked complete ("" for none); the
+  # remaining arguments are `unzip -x` patterns (jars the node's class path already has).
+  local name="$1" version="$2" home="$3" pom="$4" post="$5"
+  shift 5
+  if [ -f "$home/.complete" ]; then return; fi
   command -v mvn >/dev/null || { echo "opensearch.sh: mvn not found (apt-get install maven)" >&2; exit 1; }
-  echo "opensearch.sh: fetching opensearch-knn $knn_version from Maven Central into $knn_home" >&2
-  local tmp="$knn_home.tmp"
+  echo "opensearch.sh: fetching $name $version from Maven Central into $home" >&2
+  local tmp="$home.tmp"
   rm -rf "$tmp"
-  mkdir -p "$tmp/zips" "$tmp/plugins/opensearch-knn"
-  mvn -q -f "$here/opensearch/pom-knn.xml" dependency:copy-dependencies -DexcludeTransitive=true \
-    -DoutputDirectory="$tmp/zips" >&2
-  unzip -q "$tmp/zips/opensearch-knn-$knn_version.zip" -d "$tmp/plugins/opensearch-knn"
-  sed -i 's/^extended.plugins=.*/extended.plugins=/' "$tmp/plugins/opensearch-knn/plugin-descriptor.properties"
+  mkdir -p "$tmp/zips" "$tmp/plugins/$name"
+  mvn -q -f "$pom" dependency:copy-dependencies -DexcludeTransitive=true -DoutputDirectory="$tmp/zips" >&2
+  if [ $# -gt 0 ]; then
+    unzip -q "$tmp/zips/$name-$version.zip" -d "$tmp/plugins/$name" -x "$@"
+  else
+    unzip -q "$tmp/zips/$name-$version.zip" -d "$tmp/plugins/$name"
+  fi
+  if [ -n "$post" ]; then "$post" "$tmp/plugins/$name"; fi
   rm -rf "$tmp/zips"
   touch "$tmp/.complete"
-  rm -rf "$knn_home"
-  mv "$tmp" "$knn_home"
+  rm -rf "$home"
+  mv "$tmp" "$home"
+}
+
+knn_without_painless_dependency() {
+  # see --with-knn above: the runner loads Painless from the class path, which the plugin service does not count
+  sed -i 's/^extended.plugins=.*/extended.plugins=/' "$1/plugin-descriptor.properties"
+}
+
+fetch_knn() {
+  fetch_plugin opensearch-knn "$knn_version" "$knn_home" "$here/opensearch/pom-knn.xml" knn_without_painless_dependency
 }
 
 node_classpath() {
@@ -208,28 +224,15 @@ node_classpath() {
 has_ml() { curl_auth -sf -m 5 "$url/_cat/plugins" 2>/dev/null | grep -q opensearch-ml; }
 
 fetch_security() {
-  # One-time: the security plugin dir under $sec_home, from the zip mvn keeps in ~/.m2.
-  if [ -f "$sec_home/.complete" ]; then return; fi
-  command -v mvn >/dev/null || { echo "opensearch.sh: mvn not found (apt-get install maven)" >&2; exit 1; }
-  echo "opensearch.sh: fetching opensearch-security $sec_version from Maven Central into $sec_home" >&2
-  local tmp="$sec_home.tmp"
-  rm -rf "$tmp"
-  mkdir -p "$tmp/zips" "$tmp/plugins/opensearch-security"
-  mvn -q -f "$here/opensearch/pom-security.xml" dependency:copy-dependencies -DexcludeTransitive=true \
-    -DoutputDirectory="$tmp/zips" >&2
   # jars already on the node class path (codelibs runner: modules, netty, http clients) -> jar hell otherwise
-  unzip -q "$tmp/zips/opensearch-security-$sec_version.zip" -d "$tmp/plugins/opensearch-security" \
-    -x 'aggs-matrix-stats-client-*.jar' 'asm-9.*.jar' 'commons-codec-*.jar' 'commons-logging-*.jar' \
+  fetch_plugin opensearch-security "$sec_version" "$sec_home" "$here/opensearch/pom-security.xml" "" \
+    'aggs-matrix-stats-client-*.jar' 'asm-9.*.jar' 'commons-codec-*.jar' 'commons-logging-*.jar' \
     'compiler-0.*.jar' 'httpasyncclient-4.*.jar' 'httpclient-4.*.jar' 'httpcore-4.*.jar' 'httpcore-nio-4.*.jar' \
     'lang-mustache-client-*.jar' 'mapper-extras-client-*.jar' 'opensearch-rest-client-*.jar' \
     'parent-join-client-*.jar' 'rank-eval-client-*.jar' 'transport-netty4-client-*.jar' \
     'netty-buffer-*.jar' 'netty-codec-[0-9]*.jar' 'netty-codec-http-[0-9]*.jar' 'netty-common-*.jar' \
     'netty-handler-*.jar' 'netty-resolver-*.jar' 'netty-transport-[0-9]*.jar' \
     'netty-transport-native-unix-common-*.jar'
-  rm -rf "$tmp/zips"
-  touch "$tmp/.complete"
-  rm -rf "$sec_home"
-  mv "$tmp" "$sec_home"
 }
 
 make_certs() {
