@@ -24,7 +24,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from raysparse.config import MiningConfig
-from raysparse.mining import TRIPLES_DIR, Bm25Index, mine, read_triples, triples_files
+from raysparse.mining import TRIPLES_DIR, Bm25Index, build_index_ray, mine, read_triples, triples_files
 from raysparse.schemas import RetrievalData
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -78,12 +78,39 @@ def miner_actors() -> list[dict]:
     return [a for a in actors().values() if MINER_CLASS in a["ActorClassName"] and a["JobID"] == job]
 
 
+def analysis_task_nodes(deadline_s: float = 60.0) -> set[str]:
+    """Nodes that ran this job's corpus-analysis tasks (Ray Data map tasks of ``analyze_documents``), from the
+    GCS task events (the state API needs the dashboard, which these clusters do not start). Events reach the GCS
+    in batches, so poll until every analysis task seen has reported its node."""
+    import ray
+    from ray._private.state import state
+
+    job = ray.get_runtime_context().get_job_id()
+    end = time.monotonic() + deadline_s
+    while True:
+        names: dict[bytes, str] = {}
+        nodes: dict[bytes, str] = {}
+        for event in state._get_all_task_events():
+            if event.job_id.hex() != job:
+                continue
+            if event.task_info.name:
+                names[event.task_id] = event.task_info.name
+            if event.state_updates.node_id:
+                nodes[event.task_id] = event.state_updates.node_id.hex()
+        analysis = [t for t, name in names.items() if "analyze_documents" in name]
+        if (analysis and all(t in nodes for t in analysis)) or time.monotonic() > end:
+            return {nodes.get(t, "unreported") for t in analysis}
+        time.sleep(0.5)
+
+
 # ---------------------------------------------------------------------------------------------------- placement
 
 
 @pytest.mark.slow
 @pytest.mark.timeout(240)
 def test_mining_actors_run_only_on_the_cpu_pool_node(shared_data, tmp_path):
+    import ray
+
     from raysparse.config import load_config
     from raysparse.mining import _ray_pool
 
@@ -104,6 +131,13 @@ def test_mining_actors_run_only_on_the_cpu_pool_node(shared_data, tmp_path):
         nodes = {a["Address"]["NodeID"] for a in placed}
         assert nodes == {pool_node.node_id}, (nodes, pool_node.node_id, plain_node.node_id)
 
+        # the corpus analysis asks for the pool too: its tasks run on the pool node only (a plain {CPU: 1} demand
+        # let an autoscaler launch a GPU node for it), and the index it builds mines the same triples
+        index_on_ray = ray.get(build_index_ray(data.corpus, cfg))
+        analysis_nodes = analysis_task_nodes()
+        assert analysis_nodes == {pool_node.node_id}, (analysis_nodes, pool_node.node_id)
+        mine(data, cfg, tmp_path / "ray_index", ray=False, index=index_on_ray, show_progress=False)
+
         # no node has gpu_pool: a clear error naming the key, at once (Ray itself would queue the actors forever)
         t0 = time.monotonic()
         bad = cfg.model_copy(update={"resources": {"gpu_pool": 1}})
@@ -121,6 +155,7 @@ def test_mining_actors_run_only_on_the_cpu_pool_node(shared_data, tmp_path):
         stop_cluster(cluster)
     local = mine(data, cfg, tmp_path / "local", ray=False, index=index, show_progress=False)
     assert triples_files(tmp_path / "placed") == triples_files(tmp_path / "local")
+    assert triples_files(tmp_path / "ray_index") == triples_files(tmp_path / "local")
     assert local.queries_mined == 200
 
 

@@ -314,7 +314,12 @@ def mine_dataset(
 
 def analysis_dataset(corpus: Any, cfg: MiningConfig) -> Any:
     """Ray Data building block: a Dataset of CORPUS rows → Dataset of :data:`~raysparse.mining.index.ANALYSED`
-    rows (tasks, one per ``analysis_batch_size`` documents, retried on node loss; Kiwi loads once per worker)."""
+    rows (tasks, one per ``analysis_batch_size`` documents, retried on node loss; Kiwi loads once per worker).
+
+    The tasks ask for ``mining.resources`` like the mining actors: a plain ``{CPU: 1}`` demand lets the autoscaler
+    launch any node type with CPUs (a GPU node, on cluster.yaml) for the analysis.
+    """
+    remote_args: dict[str, Any] = {"resources": dict(cfg.resources)} if cfg.resources else {}
     return corpus.map_batches(
         analyze_documents,
         fn_kwargs={"analyzer": cfg.analyzer, "hf_tokenizer": cfg.hf_tokenizer},
@@ -323,6 +328,7 @@ def analysis_dataset(corpus: Any, cfg: MiningConfig) -> Any:
         zero_copy_batch=True,
         num_cpus=1,
         max_retries=-1,
+        **remote_args,
     )
 
 
