@@ -833,10 +833,13 @@ def augment_dataset(
     num_actors: int | tuple[int, int] | None = None,
     num_cpus_per_actor: float = 0.5,
     batch_size: int = 256,
+    resources: dict[str, float] | None = None,
 ) -> Any:
     """Ray Data wrapper of :func:`augment_triples`: an actor pool, one Kiwi per actor, fractional CPUs.
 
     Fractional CPUs matter on small nodes: two 1-CPU actors plus the Parquet read on a 2-CPU node wait forever.
+    ``resources`` (``mining.resources``, e.g. ``{cpu_pool: 1}``) places the actors on that node pool; without it an
+    autoscaler may launch any node type with CPUs for them (a GPU node, on cluster.yaml).
     """
     import ray
 
@@ -854,6 +857,7 @@ def augment_dataset(
         batch_size=batch_size,
         concurrency=num_actors,
         num_cpus=num_cpus_per_actor,
+        **({"resources": dict(resources)} if resources else {}),
     )
 
 
@@ -899,10 +903,12 @@ def augment_triples_file(
     use_ray: bool = True,
     num_actors: int | tuple[int, int] | None = None,
     batch_size: int = 256,
+    resources: dict[str, float] | None = None,
 ) -> AugmentReport:
     """Augment TRIPLES Parquet (file or directory) into ``out_dir`` (Parquet) and return the counts.
 
-    ``use_ray=False`` runs the same batch function in this process (small inputs, debugging)."""
+    ``use_ray=False`` runs the same batch function in this process (small inputs, debugging). ``resources``: the
+    custom Ray resources every read, augmentation and write task asks for (see :func:`augment_dataset`)."""
     import pyarrow.parquet as pq
 
     files, inputs_report = find_triples_files(triples)
@@ -916,8 +922,12 @@ def augment_triples_file(
         from raysparse.ray_utils import init_ray
 
         init_ray()
-        ds = ray.data.read_parquet([str(f) for f in files])
-        augment_dataset(ds, dictionary, cfg, num_actors, batch_size=batch_size).write_parquet(str(out_dir))
+        placed = {"ray_remote_args": {"resources": dict(resources)}} if resources else {}
+        ds = ray.data.read_parquet([str(f) for f in files], **placed)
+        augmented = augment_dataset(
+            ds, dictionary, cfg, num_actors, batch_size=batch_size, resources=resources
+        )
+        augmented.write_parquet(str(out_dir), **placed)
         ids = pq.read_table(out_dir, columns=["query_id"]).column("query_id").to_pylist()
     else:
         from tqdm import tqdm

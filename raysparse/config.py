@@ -113,8 +113,8 @@ class MiningConfig(_Section):
     batch_size: int = Field(default=512, ge=1)
     num_workers: int = Field(default=0, ge=0)  # 0 = one per available CPU
     cpus_per_worker: float = Field(default=1.0, gt=0.0)
-    # custom Ray resources each mining actor and analysis task needs, e.g. {cpu_pool: 1} to keep mining on CPU nodes
-    # (cluster.yaml)
+    # custom Ray resources every CPU task and actor of mining (corpus analysis included), augmentation and indexing
+    # asks for, e.g. {cpu_pool: 1} to keep them on the CPU nodes of cluster.yaml
     resources: dict[str, float] = Field(default_factory=dict)
     seed: int = 13
     # Queries per output shard (triples/part-NNNNN.parquet, written by the worker that mined it). Independent of

@@ -279,7 +279,9 @@ def run_pipeline(cfg: RaySparseConfig, force: bool = False) -> PipelineResult:
 
     # Augmentation: code-switched query variants + term/sentence pairs for the cross-lingual loss.
     def augment(stage_dir: Path) -> dict[str, Any]:
-        report = augment_triples_file(out / "mined", dictionary, cfg.augment, stage_dir / "triples")
+        report = augment_triples_file(
+            out / "mined", dictionary, cfg.augment, stage_dir / "triples", resources=cfg.mining.resources
+        )
         dictionary.to_table().to_pandas().to_parquet(stage_dir / "term_pairs.parquet")
         sentences.to_pandas().to_parquet(stage_dir / "sentence_pairs.parquet")
         return _as_info(report)

@@ -23,9 +23,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from raysparse.config import MiningConfig
+from raysparse.augment import BilingualDictionary, augment_triples_file
+from raysparse.config import AugmentConfig, MiningConfig
 from raysparse.mining import TRIPLES_DIR, Bm25Index, build_index_ray, mine, read_triples, triples_files
-from raysparse.schemas import RetrievalData
+from raysparse.schemas import TRIPLES, RetrievalData
 
 ROOT = Path(__file__).resolve().parents[1]
 MINER_CLASS = "MapWorker"  # Ray Data names its actor-pool actors _MapWorker / MapWorker(MapBatches(...))
@@ -78,10 +79,10 @@ def miner_actors() -> list[dict]:
     return [a for a in actors().values() if MINER_CLASS in a["ActorClassName"] and a["JobID"] == job]
 
 
-def analysis_task_nodes(deadline_s: float = 60.0) -> set[str]:
-    """Nodes that ran this job's corpus-analysis tasks (Ray Data map tasks of ``analyze_documents``), from the
-    GCS task events (the state API needs the dashboard, which these clusters do not start). Events reach the GCS
-    in batches, so poll until every analysis task seen has reported its node."""
+def task_nodes(name_part: str, deadline_s: float = 60.0) -> set[str]:
+    """Nodes that ran this job's tasks whose name contains ``name_part`` (e.g. Ray Data's map tasks of
+    ``analyze_documents``), from the GCS task events (the state API needs the dashboard, which these clusters do not
+    start). Events reach the GCS in batches, so poll until every such task seen has reported its node."""
     import ray
     from ray._private.state import state
 
@@ -97,7 +98,7 @@ def analysis_task_nodes(deadline_s: float = 60.0) -> set[str]:
                 names[event.task_id] = event.task_info.name
             if event.state_updates.node_id:
                 nodes[event.task_id] = event.state_updates.node_id.hex()
-        analysis = [t for t, name in names.items() if "analyze_documents" in name]
+        analysis = [t for t, name in names.items() if name_part in name]
         if (analysis and all(t in nodes for t in analysis)) or time.monotonic() > end:
             return {nodes.get(t, "unreported") for t in analysis}
         time.sleep(0.5)
@@ -134,9 +135,21 @@ def test_mining_actors_run_only_on_the_cpu_pool_node(shared_data, tmp_path):
         # the corpus analysis asks for the pool too: its tasks run on the pool node only (a plain {CPU: 1} demand
         # let an autoscaler launch a GPU node for it), and the index it builds mines the same triples
         index_on_ray = ray.get(build_index_ray(data.corpus, cfg))
-        analysis_nodes = analysis_task_nodes()
+        analysis_nodes = task_nodes("analyze_documents")
         assert analysis_nodes == {pool_node.node_id}, (analysis_nodes, pool_node.node_id)
         mine(data, cfg, tmp_path / "ray_index", ray=False, index=index_on_ray, show_progress=False)
+
+        # augmentation with the same pool (the pipeline passes mining.resources): reads, actors and writes there
+        dictionary = BilingualDictionary.from_sources([], use_shared=True, shared_dir=shared_data)
+        augment_cfg = AugmentConfig(max_variants_per_query=2, seed=11)
+        placed_aug = augment_triples_file(
+            tmp_path / "placed", dictionary, augment_cfg, tmp_path / "aug_ray", resources=cfg.resources
+        )
+        augment_actors = [a for a in miner_actors() if "_AugmentBatches" in a["ActorClassName"]]
+        assert augment_actors, "no augmentation actor in the GCS actor table"
+        assert {a["Address"]["NodeID"] for a in augment_actors} == {pool_node.node_id}
+        for stage in ("ReadParquet", "Write"):
+            assert task_nodes(stage) <= {pool_node.node_id}, stage
 
         # no node has gpu_pool: a clear error naming the key, at once (Ray itself would queue the actors forever)
         t0 = time.monotonic()
@@ -156,6 +169,16 @@ def test_mining_actors_run_only_on_the_cpu_pool_node(shared_data, tmp_path):
     local = mine(data, cfg, tmp_path / "local", ray=False, index=index, show_progress=False)
     assert triples_files(tmp_path / "placed") == triples_files(tmp_path / "local")
     assert triples_files(tmp_path / "ray_index") == triples_files(tmp_path / "local")
+    local_aug = augment_triples_file(
+        tmp_path / "local", dictionary, augment_cfg, tmp_path / "aug_local", use_ray=False
+    )
+    counts = [{k: v for k, v in r.to_dict().items() if k != "sources"} for r in (placed_aug, local_aug)]
+    assert counts[0] == counts[1] and local_aug.variants_out > 0
+    rows = {
+        p: pq.read_table(tmp_path / p).cast(TRIPLES).sort_by("query_id").to_pylist()
+        for p in ("aug_ray", "aug_local")
+    }
+    assert rows["aug_ray"] == rows["aug_local"]
     assert local.queries_mined == 200
 
 

@@ -73,7 +73,8 @@ def run(args: argparse.Namespace) -> int:
         extra.append(f"augment.max_variants_per_query={args.max_variants}")
     if args.shared_glossaries:
         extra.append("augment.use_shared_glossaries=true")
-    cfg = config_from_args(args, extra).augment
+    full_cfg = config_from_args(args, extra)
+    cfg = full_cfg.augment
     dictionary_files = [*cfg.dictionaries, *args.dictionary]
     parallel_files = [*cfg.parallel_text, *args.parallel]
     if args.triples and not args.out:
@@ -114,7 +115,14 @@ def run(args: argparse.Namespace) -> int:
     sentences, sentence_reports = sentence_pairs(parallel_files)
     for r in sentence_reports:
         print(r, file=sys.stderr)
-    report = augment_triples_file(args.triples, dictionary, cfg, out_dir / "triples", use_ray=not args.no_ray)
+    report = augment_triples_file(
+        args.triples,
+        dictionary,
+        cfg,
+        out_dir / "triples",
+        use_ray=not args.no_ray,
+        resources=full_cfg.mining.resources,  # the CPU pool, as for mining (docs/deployment.md)
+    )
 
     import pyarrow.parquet as pq
 

@@ -174,6 +174,7 @@ def run(args: argparse.Namespace) -> int:
                 batch_size=args.batch_size,
                 num_actors=args.actors,
                 num_cpus_per_actor=args.cpus_per_actor,
+                resources=cfg.mining.resources,  # the CPU pool, as for mining (docs/deployment.md)
             )
     except (EncoderMismatch, AccessDenied) as err:
         print(f"raysparse index: {err}", file=sys.stderr)

@@ -338,13 +338,15 @@ def index_corpus(
     batch_size: int = 64,
     num_actors: int = 1,
     num_cpus_per_actor: float = 0.5,
+    resources: dict[str, float] | None = None,
 ) -> IndexReport:
     """Encode ``data.corpus`` with a Ray Data actor pool and bulk-index it from the driver.
 
     The actors (``num_cpus_per_actor`` fractional CPUs each) hold the model; the driver streams their output into
     :func:`bulk_index`, so the OpenSearch client is never pickled and back-pressure is Ray Data's. The index is
     created with :func:`index_mapping` when missing (``recreate`` drops it first). Requires Ray initialised (or
-    initialises a local one).
+    initialises a local one). ``resources`` (``mining.resources``, e.g. ``{cpu_pool: 1}``) places the actors on
+    that node pool.
     """
     import ray
 
@@ -369,6 +371,7 @@ def index_corpus(
         batch_format="numpy",
         compute=ray.data.ActorPoolStrategy(size=num_actors),
         num_cpus=num_cpus_per_actor,
+        **({"resources": dict(resources)} if resources else {}),
     )
     rows_by_id = {r["doc_id"]: r for r in corpus.to_pylist()}
     report = IndexReport(index=index, forced=forced)
@@ -497,6 +500,7 @@ def index_corpus_on_workers(
     num_cpus_per_actor: float = 0.5,
     bulk_settings: bool = True,
     url: str | None = None,
+    resources: dict[str, float] | None = None,
 ) -> IndexReport:
     """Encode and bulk-index from Ray Data workers straight into OpenSearch (parallel bulk writers).
 
@@ -505,7 +509,8 @@ def index_corpus_on_workers(
     driver. ``num_actors`` writers run concurrently, each retrying 429s with back-off. ``bulk_settings`` applies
     :data:`BULK_LOAD_SETTINGS` during the load and restores them. After a refresh the index's count is checked
     against the distinct ids written; a shortfall raises. A failed bulk request raises :class:`IndexInterrupted`
-    with the count of documents from the batches that had finished.
+    with the count of documents from the batches that had finished. ``resources`` (``mining.resources``) places
+    the writers on that node pool.
     """
     import ray
 
@@ -545,6 +550,7 @@ def index_corpus_on_workers(
         batch_format="numpy",
         compute=ray.data.ActorPoolStrategy(size=num_actors),
         num_cpus=num_cpus_per_actor,
+        **({"resources": dict(resources)} if resources else {}),
     )
     # every writer is up before the first block is handed out; else, on a busy node, the first actor to finish its
     # start-up takes every block and the others never write (Ray Data's default is not to wait). A cluster that
