@@ -148,33 +148,8 @@ def build_small_bert(
     import torch
 
     with torch.no_grad():
-        _seed_embeddings_by_piece(model.get_input_embeddings().weight, tokenizer, config.initializer_range)
         model.get_output_embeddings().bias.fill_(output_bias)
     return model
-
-
-def _seed_embeddings_by_piece(weight: torch.Tensor, tokenizer: Any, std: float) -> None:
-    """Initialise each vocabulary row from a generator seeded by its piece (and torch's current seed), not by its id.
-
-    The tokenizer trainer breaks frequency ties in hash order, so two runs on the same texts differ by a few pieces,
-    and the sorted ids of every later piece shift; a row-by-id random init would then give most pieces other
-    weights. Seeded by piece, the untrained model is the same function of the pieces in both runs.
-    """
-    import hashlib
-
-    import torch
-
-    base = torch.initial_seed()
-    generator = torch.Generator()
-    row = torch.empty(weight.shape[1])
-    for piece, index in tokenizer.get_vocab().items():
-        if index >= weight.shape[0]:
-            continue
-        digest = hashlib.blake2b(piece.encode("utf-8"), digest_size=8).digest()
-        generator.manual_seed((int.from_bytes(digest, "big") ^ base) & (2**63 - 1))
-        weight[index] = row.normal_(0.0, std, generator=generator)
-    if tokenizer.pad_token_id is not None:
-        weight[tokenizer.pad_token_id] = 0.0  # as BERT's init: padding contributes nothing
 
 
 def build_local_backbone(
