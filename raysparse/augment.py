@@ -46,6 +46,7 @@ import pyarrow as pa
 
 from raysparse.data.common import iter_lines, load_json
 from raysparse.data.errors import DataFormatError
+from raysparse.ray_utils import placement_args
 from raysparse.schemas import SENTENCE_PAIRS, TERM_PAIRS, TRIPLES, ReadReport
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -838,8 +839,8 @@ def augment_dataset(
     """Ray Data wrapper of :func:`augment_triples`: an actor pool, one Kiwi per actor, fractional CPUs.
 
     Fractional CPUs matter on small nodes: two 1-CPU actors plus the Parquet read on a 2-CPU node wait forever.
-    ``resources`` (``mining.resources``, e.g. ``{cpu_pool: 1}``) places the actors on that node pool; without it an
-    autoscaler may launch any node type with CPUs for them (a GPU node, on cluster.yaml).
+    ``resources`` (``mining.resources``, e.g. ``{cpu_pool: 1}``) places the actors on that node pool
+    (:func:`raysparse.ray_utils.placement_args`).
     """
     import ray
 
@@ -857,7 +858,7 @@ def augment_dataset(
         batch_size=batch_size,
         concurrency=num_actors,
         num_cpus=num_cpus_per_actor,
-        **({"resources": dict(resources)} if resources else {}),
+        **placement_args(resources),
     )
 
 
@@ -922,7 +923,7 @@ def augment_triples_file(
         from raysparse.ray_utils import init_ray
 
         init_ray()
-        placed = {"ray_remote_args": {"resources": dict(resources)}} if resources else {}
+        placed = {"ray_remote_args": placement_args(resources)} if resources else {}
         ds = ray.data.read_parquet([str(f) for f in files], **placed)
         augmented = augment_dataset(
             ds, dictionary, cfg, num_actors, batch_size=batch_size, resources=resources

@@ -89,6 +89,13 @@ def cluster_cpus() -> float:
     return float(ray.cluster_resources().get("CPU", 1.0))
 
 
+def placement_args(resources: Mapping[str, float] | None) -> dict[str, Any]:
+    """Ray remote arguments that place a task or actor on the nodes offering ``resources`` (``mining.resources``,
+    ``{cpu_pool: 1}``); nothing when there are none. Every CPU stage passes them: a task asking for CPUs alone can
+    make an autoscaler launch any node type with CPUs (a GPU node, on cluster.yaml)."""
+    return {"resources": dict(resources)} if resources else {}
+
+
 PLACEMENT_WAIT_ENV = "RAYSPARSE_PLACEMENT_WAIT_S"  # seconds to wait for an autoscaler to add a matching node
 
 

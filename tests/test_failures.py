@@ -71,7 +71,8 @@ def stop_cluster(cluster: object) -> None:
 
 
 def miner_actors() -> list[dict]:
-    """Ray Data's mining actors of this driver's job, from the GCS actor table (dead ones included)."""
+    """Ray Data's actor-pool actors (mining, augmentation) of this driver's job, from the GCS actor table (dead ones
+    included)."""
     import ray
     from ray._private.state import actors
 
@@ -98,9 +99,9 @@ def task_nodes(name_part: str, deadline_s: float = 60.0) -> set[str]:
                 names[event.task_id] = event.task_info.name
             if event.state_updates.node_id:
                 nodes[event.task_id] = event.state_updates.node_id.hex()
-        analysis = [t for t, name in names.items() if name_part in name]
-        if (analysis and all(t in nodes for t in analysis)) or time.monotonic() > end:
-            return {nodes.get(t, "unreported") for t in analysis}
+        matching = [t for t, name in names.items() if name_part in name]
+        if (matching and all(t in nodes for t in matching)) or time.monotonic() > end:
+            return {nodes.get(t, "unreported") for t in matching}
         time.sleep(0.5)
 
 

@@ -34,6 +34,7 @@ import pyarrow.compute as pc
 from raysparse.config import MiningConfig
 from raysparse.mining.index import Bm25Index, IndexBuilder, analyze_documents
 from raysparse.mining.negatives import mine_batch, triples_table
+from raysparse.ray_utils import placement_args
 from raysparse.schemas import TRIPLES, RetrievalData
 
 log = logging.getLogger(__name__)
@@ -294,9 +295,11 @@ def mine_dataset(
     """
     from ray.data import ActorPoolStrategy
 
-    remote_args: dict[str, Any] = {"max_restarts": -1, "max_task_retries": -1}
-    if cfg.resources:
-        remote_args["resources"] = dict(cfg.resources)
+    remote_args: dict[str, Any] = {
+        "max_restarts": -1,
+        "max_task_retries": -1,
+        **placement_args(cfg.resources),
+    }
     return queries.map_batches(
         _MinerActor,
         batch_size=cfg.shard_rows,
@@ -316,10 +319,8 @@ def analysis_dataset(corpus: Any, cfg: MiningConfig) -> Any:
     """Ray Data building block: a Dataset of CORPUS rows → Dataset of :data:`~raysparse.mining.index.ANALYSED`
     rows (tasks, one per ``analysis_batch_size`` documents, retried on node loss; Kiwi loads once per worker).
 
-    The tasks ask for ``mining.resources`` like the mining actors: a plain ``{CPU: 1}`` demand lets the autoscaler
-    launch any node type with CPUs (a GPU node, on cluster.yaml) for the analysis.
+    The tasks ask for ``mining.resources`` like the mining actors (:func:`raysparse.ray_utils.placement_args`).
     """
-    remote_args: dict[str, Any] = {"resources": dict(cfg.resources)} if cfg.resources else {}
     return corpus.map_batches(
         analyze_documents,
         fn_kwargs={"analyzer": cfg.analyzer, "hf_tokenizer": cfg.hf_tokenizer},
@@ -328,7 +329,7 @@ def analysis_dataset(corpus: Any, cfg: MiningConfig) -> Any:
         zero_copy_batch=True,
         num_cpus=1,
         max_retries=-1,
-        **remote_args,
+        **placement_args(cfg.resources),
     )
 
 

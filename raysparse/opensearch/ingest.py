@@ -28,6 +28,7 @@ from raysparse.opensearch.mapping import (
     lexical_term_weights,
     sanitize_terms,
 )
+from raysparse.ray_utils import placement_args
 
 
 # --------------------------------------------------------------------------------------------- documents
@@ -371,7 +372,7 @@ def index_corpus(
         batch_format="numpy",
         compute=ray.data.ActorPoolStrategy(size=num_actors),
         num_cpus=num_cpus_per_actor,
-        **({"resources": dict(resources)} if resources else {}),
+        **placement_args(resources),
     )
     rows_by_id = {r["doc_id"]: r for r in corpus.to_pylist()}
     report = IndexReport(index=index, forced=forced)
@@ -550,7 +551,7 @@ def index_corpus_on_workers(
         batch_format="numpy",
         compute=ray.data.ActorPoolStrategy(size=num_actors),
         num_cpus=num_cpus_per_actor,
-        **({"resources": dict(resources)} if resources else {}),
+        **placement_args(resources),
     )
     # every writer is up before the first block is handed out; else, on a busy node, the first actor to finish its
     # start-up takes every block and the others never write (Ray Data's default is not to wait). A cluster that
