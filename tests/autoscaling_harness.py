@@ -14,6 +14,9 @@ shared host), and it reads an example YAML that the pip wheel does not ship. Her
   here: ``gpu_pool`` is the stand-in that training asks for;
 - the head advertises cluster.yaml's head resources (``CPU: 0``) under the type name the fake provider requires
   (``ray.head.default``), and runs with ``RAYSPARSE_PLACEMENT_WAIT_S`` as cluster.yaml's head start command exports it;
+- each fake node unpacks runtime envs into its own directory (``autoscaler_provider/per_node_fake_provider.py``,
+  loaded as an ``external`` provider): with the shared one, a node joining deletes the job's working directory under
+  the workers and driver already running in it, which separate machines never do;
 - every port is free-picked and the temp dir is private, so it never collides with other Ray instances;
   :meth:`FakeAutoscalingHead.stop` ends the head's process group and then every process that still carries this
   head's temp dir (the autoscaler's raylets and their workers), by pid.
@@ -51,6 +54,8 @@ FAKE_HEAD_TYPE = "ray.head.default"  # the fake provider hard-codes the head's n
 INSTANCE_VCPUS = {"m6i.2xlarge": 8, "c6i.4xlarge": 16, "g5.2xlarge": 8}
 DEFAULT_CPU_SCALE = 1 / 8  # c6i.4xlarge (16 vCPUs) -> 2 CPUs, g5.2xlarge (8 vCPUs) -> 1 CPU
 DEFAULT_IDLE_TIMEOUT_MIN = 0.25  # 15 s instead of cluster.yaml's 10 minutes
+FAKE_PROVIDER_DIR = Path(__file__).resolve().parent / "autoscaler_provider"  # on the autoscaler's PYTHONPATH
+FAKE_PROVIDER_MODULE = "per_node_fake_provider"
 
 
 def placement_wait_from_cluster_yaml(cfg: dict[str, Any]) -> str:
@@ -125,7 +130,9 @@ def fake_autoscaling_config(
         if idle_timeout_minutes is None
         else idle_timeout_minutes,
         "provider": {
-            "type": "fake_multinode",
+            # Ray's fake_multinode provider, each node with its own runtime-env directory (see that module)
+            "type": "external",
+            "module": f"{FAKE_PROVIDER_MODULE}.PerNodeRuntimeEnvFakeProvider",
             "use_node_id_as_ip": True,
             "disable_node_updaters": True,
             "disable_launch_config_check": True,
@@ -269,6 +276,10 @@ class FakeAutoscalingHead:
             # "Timed out waiting for file .../dashboard_agent_listen_port_*", then `ray start --block` stops all)
             "RAY_agent_register_timeout_ms": "300000",
             "RAYSPARSE_PLACEMENT_WAIT_S": wait_s,  # as cluster.yaml's head start command exports it
+            # the autoscaler imports the provider from there (a directory holding that module alone)
+            "PYTHONPATH": os.pathsep.join(
+                p for p in (str(FAKE_PROVIDER_DIR), os.environ.get("PYTHONPATH")) if p
+            ),
             **self.env,
         }
         env.pop("RAY_ADDRESS", None)
@@ -433,6 +444,11 @@ class FakeAutoscalingHead:
         return len(pids)
 
     # ------------------------------------------------------------------------------------------------ jobs
+    def runtime_env_dirs(self) -> set[str]:
+        """The runtime-env directory names in this head's session: ``runtime_resources`` (the head's) and one
+        ``runtime_resources_<node id>`` per fake node that unpacked a job's files."""
+        return {p.name for p in Path(self.temp_dir).glob("session_*/runtime_resources*") if p.is_dir()}
+
     def submit(self, entrypoint: list[str], env_vars: dict[str, str] | None = None) -> JobRun:
         """``ray job submit --no-wait --working-dir <repo> -- ENTRYPOINT`` against this head."""
         runtime_env: dict[str, Any] = {"excludes": JOB_EXCLUDES}

@@ -31,8 +31,7 @@ from raysparse.mining import triples_files
 
 MINER_CLASS = "MapWorker"  # Ray Data's actor-pool actors (see tests/test_failures.py)
 IDLE_TIMEOUT_MIN = 0.25  # the harness default: 15 s instead of cluster.yaml's 10 minutes
-# Tests that do not check scale-down keep their nodes for the whole job (fewer node churns while it runs; see
-# _from_stable_cwd for what a node joining does to the driver's working directory).
+# Tests that do not check scale-down keep their nodes for the whole job (fewer node churns while it runs).
 JOB_LONG_IDLE_TIMEOUT_MIN = 30.0
 
 
@@ -85,7 +84,9 @@ def test_fake_cluster_has_cluster_yaml_node_types():
     assert "GPU" not in types["gpu_worker"]["resources"]  # no GPU here: gpu_pool stands in for it
     for key in ("max_workers", "upscaling_speed", "idle_timeout_minutes"):
         assert fake[key] == cfg[key], key
-    assert fake["provider"]["type"] == "fake_multinode"
+    # Ray's fake_multinode provider, one runtime-env directory per node
+    assert fake["provider"]["type"] == "external"
+    assert fake["provider"]["module"].endswith("PerNodeRuntimeEnvFakeProvider")
     assert float(placement_wait_from_cluster_yaml(cfg)) > 0
     capped = fake_autoscaling_config(gcs_address="127.0.0.1:1", max_workers_cap=2)
     assert capped["available_node_types"]["cpu_worker"]["max_workers"] == 2
@@ -133,6 +134,8 @@ def test_mining_job_scales_a_cpu_pool_node_up_and_down(shared_data, tmp_path):
         # every mining actor ran on a node the autoscaler added for this job (the head offers no CPU and no pool)
         assert {a["node_id"] for a in actors} <= {n["node_id"] for n in new}, (actors, new)
         print(f"cpu_worker nodes launched: {len(new)}; mining actors: {len(actors)}")
+        # the job's working_dir was unpacked on the new node's own disk, not over the head's copy
+        assert {f"runtime_resources_{n['node_id']}" for n in new} <= head.runtime_env_dirs()
         job_end = head.job_info(job.submission_id).end_time / 1000
 
         t_down = head.wait_until(
@@ -206,7 +209,12 @@ def test_mining_job_finishes_when_its_node_is_lost(shared_data, tmp_path):
         assert nodes[victim["node_id"]]["state"] == "DEAD"
         actors = head.actors(MINER_CLASS, job_id)
         assert any(a["node_id"] != victim["node_id"] for a in actors), "no actor ran after the kill"
-        print(f"node killed; a replacement cpu_worker was up {t_replaced - killed_at:.1f} s later")
+        others = [n for n in _new_nodes(head, before, "cpu_pool") if n["node_id"] != victim["node_id"]]
+        launched_after = [n for n in others if n["start_time_ms"] / 1000 >= killed_at]
+        print(
+            f"node killed; another cpu_pool node alive {t_replaced - killed_at:.1f} s later "
+            f"({len(others)} other node(s), {len(launched_after)} launched after the kill)"
+        )
     assert triples_files(out) == expected
 
 
@@ -252,30 +260,6 @@ def _job_env() -> dict[str, str]:
         "RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S": "600",
         "RAYSPARSE_DEBUG": "1",  # a failing job's log then carries the traceback
     }
-
-
-def _from_stable_cwd(stable: Path, *argv: str) -> list[str]:
-    """``python ARGV`` run from ``stable`` instead of the job's working-dir copy, which stays on ``sys.path``.
-
-    Ray's fake nodes share one session directory, and a node that joins re-extracts the job's working-dir package
-    in place (rmtree + unpack), so the driver's cwd is deleted under it and the next ``os.getcwd()`` (Tune's
-    ``relpath``, transformers' import) fails with ``FileNotFoundError``. Real nodes do not share that directory.
-    """
-    if argv[0] == "-m":
-        run = f"runpy.run_module({argv[1]!r}, run_name='__main__', alter_sys=True)"
-        rest = argv[2:]
-    else:
-        # as `python SCRIPT` would: the script's own directory first on sys.path (jobs/_bootstrap.py)
-        run = (
-            f"script = os.path.join(sys.path[0], {argv[0]!r}); sys.path.insert(0, os.path.dirname(script)); "
-            "runpy.run_path(script, run_name='__main__')"
-        )
-        rest = argv[1:]
-    code = (
-        "import os, runpy, sys; sys.path.insert(0, os.getcwd()); os.chdir(sys.argv[1]); "
-        f"sys.argv = [{argv[1] if argv[0] == '-m' else argv[0]!r}, *sys.argv[2:]]; {run}"
-    )
-    return ["python", "-c", code, str(stable), *rest]
 
 
 def _registered_checkpoint_step(storage: Path) -> int:
@@ -327,7 +311,7 @@ def test_training_job_waits_for_a_gpu_pool_node_checkpoints_and_resumes_after_lo
         assert not head.alive_nodes("gpu_pool")
         before = {n["node_id"] for n in head.nodes()}
         job = head.submit(
-            _from_stable_cwd(tmp_path, "-m", "raysparse", "train", "--out", str(out), *args),
+            ["python", "-m", "raysparse", "train", "--out", str(out), *args],
             env_vars=_job_env(),
         )
         progress = out / "progress" / "rank0.jsonl"
@@ -411,8 +395,8 @@ def test_tune_sweep_queues_trials_and_scales_gpu_workers_to_max(shared_data, tmp
         cap = head.config["available_node_types"]["gpu_worker"]["max_workers"]
         assert cap == 2
         job = head.submit(
-            _from_stable_cwd(
-                tmp_path,
+            [
+                "python",
                 "jobs/tune.py",
                 "--out",
                 str(out),
@@ -421,7 +405,7 @@ def test_tune_sweep_queues_trials_and_scales_gpu_workers_to_max(shared_data, tmp
                 "--num-samples",
                 "3",
                 *args,
-            ),
+            ],
             env_vars=_job_env(),
         )
         peak = {"gpu": 0}
