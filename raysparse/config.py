@@ -382,6 +382,9 @@ class CorpusConfig(_Section):
     num_workers: int | None = Field(
         default=None, ge=1
     )  # Ray Data concurrency over shards; None = one per shard
+    # custom Ray resources every parsing task asks for, e.g. {cpu_pool: 1} to keep them on cluster.yaml's CPU nodes
+    # (a task asking for CPUs alone can make an autoscaler launch a GPU node); not part of the cache key
+    resources: dict[str, float] = Field(default_factory=dict)
 
 
 class GenerateConfig(_Section):
@@ -406,6 +409,8 @@ class GenerateConfig(_Section):
     concurrency: int = Field(default=4, ge=1)  # in-flight requests = Ray Data actors (threads with --no-ray)
     batch_size: int = Field(default=8, ge=1)  # documents per batch = per resumable Parquet shard
     cpus_per_worker: float = Field(default=0.25, gt=0.0)  # requests wait on the server, not on our CPU
+    # custom Ray resources every generation actor asks for, e.g. {cpu_pool: 1} (as mining.resources)
+    resources: dict[str, float] = Field(default_factory=dict)
     connect_timeout: float = Field(default=10.0, gt=0.0)  # seconds
     read_timeout: float = Field(default=120.0, gt=0.0)  # seconds without a byte from the server
     max_retries: int = Field(default=4, ge=0)  # after the first try, on 429/5xx/timeouts/broken replies

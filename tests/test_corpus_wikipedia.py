@@ -473,3 +473,34 @@ def test_corpus_help_and_job_entry_point(capsys):
         check=False,
     )
     assert job.returncode == 0 and "usage: raysparse corpus wikipedia" in job.stdout
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_ray_parsing_runs_only_on_the_nodes_of_corpus_resources(dump, tmp_path):
+    """``corpus.resources={cpu_pool: 1}``: every parsing task runs on the node carrying ``cpu_pool`` (a task asking
+    for CPUs alone could make an autoscaler launch a GPU node for it); the output and cache key are those of the
+    in-process build; a placement no node offers fails at once naming the key."""
+    from test_failures import start_cluster, stop_cluster, task_nodes
+
+    local = wp.build_wikipedia(dump["shards"], cfg_for(tmp_path / "local"), ray=False, show_progress=False)
+    placed_cfg = cfg_for(tmp_path / "placed", resources={"cpu_pool": 1})
+    cluster, (pool_node, plain_node) = start_cluster(
+        0, [{"num_cpus": 2, "resources": {"cpu_pool": 2}}, {"num_cpus": 2}]
+    )
+    try:
+        placed = wp.build_wikipedia(dump["shards"], placed_cfg, ray=True, show_progress=False)
+        nodes = task_nodes("_shard_task")
+        assert nodes == {pool_node.node_id}, (nodes, pool_node.node_id, plain_node.node_id)
+        with pytest.raises(ValueError, match=r"corpus\.resources=\{'gpu_pool': 1(\.0)?\}.*no alive Ray node"):
+            wp.build_wikipedia(
+                dump["shards"],
+                cfg_for(tmp_path / "bad", resources={"gpu_pool": 1}),
+                ray=True,
+                show_progress=False,
+            )
+    finally:
+        stop_cluster(cluster)
+    assert placed.mode == "ray" and placed.key == local.key  # where tasks run is not part of the cache key
+    assert pq.read_table(placed.output).equals(pq.read_table(local.output))
+    assert not list((tmp_path / "bad").rglob("passages.parquet"))

@@ -574,3 +574,36 @@ def test_generated_pairs_flow_into_mining_and_training(server, klue, tmp_path):
     )
     assert freport.generated == sum(len(v) for v in verdicts) and freport.kept > 0
     assert freport.kept + sum(freport.dropped.values()) == freport.generated
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_generation_actors_run_only_on_the_nodes_of_generate_resources(server, klue, tmp_path):
+    """``generate.resources={cpu_pool: 1}``: every generation actor runs on the node carrying ``cpu_pool`` (as the
+    mining actors do with mining.resources); the generations equal the in-process run; a placement no node offers
+    fails at once naming the key."""
+    from test_failures import miner_actors, start_cluster, stop_cluster
+
+    data = _subset(klue, 8)
+    cfg = _cfg(server, concurrency=2, batch_size=2, on_error="raise", resources={"cpu_pool": 1})
+    cluster, (pool_node, plain_node) = start_cluster(
+        0, [{"num_cpus": 2, "resources": {"cpu_pool": 2}}, {"num_cpus": 2}]
+    )
+    try:
+        placed = generate_queries(data, cfg, tmp_path / "placed", ray=True, show_progress=False)
+        actors = [a for a in miner_actors() if "_GenerateActor" in a["ActorClassName"]]
+        assert actors, "no generation actor in the GCS actor table"
+        nodes = {a["Address"]["NodeID"] for a in actors}
+        assert nodes == {pool_node.node_id}, (nodes, pool_node.node_id, plain_node.node_id)
+        bad = cfg.model_copy(update={"resources": {"gpu_pool": 1}})
+        with pytest.raises(
+            ValueError, match=r"generate\.resources=\{'gpu_pool': 1(\.0)?\}.*no alive Ray node"
+        ):
+            generate_queries(data, bad, tmp_path / "bad", ray=True, show_progress=False)
+    finally:
+        stop_cluster(cluster)
+    local = generate_queries(data, cfg, tmp_path / "local", ray=False, show_progress=False)
+    columns = ["doc_id", "reply", "queries", "verdicts"]
+    a = pq.read_table(tmp_path / "placed" / "generations.parquet").select(columns)
+    b = pq.read_table(tmp_path / "local" / "generations.parquet").select(columns)
+    assert placed.run["mode"] == "ray" and a.equals(b) and placed.filters == local.filters

@@ -172,8 +172,9 @@ def hash_inputs(files: list[Path], checksums: dict[str, str] | None = None, sour
 
 
 def config_key(cfg: CorpusConfig) -> str:
-    """Hash of everything that changes the parsed output: versions and the parsing settings (not cache_dir/workers)."""
-    relevant = cfg.model_dump(exclude={"cache_dir", "num_workers"})
+    """Hash of everything that changes the parsed output: versions and the parsing settings (not where or how many
+    workers run: cache_dir, num_workers, resources)."""
+    relevant = cfg.model_dump(exclude={"cache_dir", "num_workers", "resources"})
     blob = json.dumps({"format": FORMAT_VERSION, "cleaner": CLEANER_VERSION, **relevant}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
@@ -582,6 +583,10 @@ def _parse_in_process(
 def _parse_with_ray(files: list[Path], parts: list[Path], cfg: CorpusConfig) -> list[ReadReport]:
     import ray.data
 
+    from raysparse.ray_utils import check_placement, placement_args
+
+    # fail (or wait for an autoscaler) up front, naming the key
+    check_placement(cfg.resources, "corpus.resources")
     items = [{"path": str(f), "part": str(p)} for f, p in zip(files, parts, strict=True)]
     ds = ray.data.from_items(items, override_num_blocks=len(items))
     ds = ds.map_batches(
@@ -590,6 +595,7 @@ def _parse_with_ray(files: list[Path], parts: list[Path], cfg: CorpusConfig) -> 
         fn_kwargs={"cfg_json": cfg.model_dump_json()},
         concurrency=cfg.num_workers or len(items),
         num_cpus=1,
+        **placement_args(cfg.resources),
     )
     by_path = {row["path"]: _report_from_dict(json.loads(row["report"])) for row in ds.take_all()}
     missing = [str(f) for f in files if str(f) not in by_path]

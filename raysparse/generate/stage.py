@@ -269,12 +269,13 @@ def _with_ray(todo: pa.Table, cfg: Any, prompt: PromptTemplate) -> Iterator[pa.T
     import ray
     from ray.data import ActorPoolStrategy
 
-    from raysparse.ray_utils import init_ray
+    from raysparse.ray_utils import check_placement, init_ray, placement_args
 
     init_ray()
     # Requests wait on the server, not on our CPUs, but every actor needs some CPU share: cap the share so that the
-    # whole pool fits the cluster (a pool that cannot be placed would wait forever on a small machine).
-    total = float(ray.cluster_resources().get("CPU", 1.0))
+    # whole pool fits the nodes it may use (a pool that cannot be placed would wait forever on a small machine).
+    nodes = check_placement(cfg.resources, "generate.resources")
+    total = sum(float(n.get("Resources", {}).get("CPU", 0.0)) for n in nodes) or 1.0
     cpus = min(cfg.cpus_per_worker, max(0.01, 0.9 * total / cfg.concurrency))
     ds = ray.data.from_arrow(_batches(todo, cfg.batch_size))
     out = ds.map_batches(
@@ -284,6 +285,7 @@ def _with_ray(todo: pa.Table, cfg: Any, prompt: PromptTemplate) -> Iterator[pa.T
         compute=ActorPoolStrategy(size=cfg.concurrency),
         fn_constructor_args=(cfg.model_dump(), prompt),
         num_cpus=cpus,
+        **placement_args(cfg.resources),
     )
     # batch_size=None: each actor's output block as it is produced (streaming, not after the whole dataset)
     yield from out.iter_batches(batch_size=None, batch_format="pyarrow")
