@@ -321,3 +321,43 @@ def test_indexing_on_workers_survives_losing_a_writer_node(client, index_name, s
     report = outcome["report"]
     assert report.indexed == report.doc_count == corpus.num_rows and not report.failed
     assert int(client.count(index=index_name)["count"]) == corpus.num_rows
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_index_writers_run_only_on_the_nodes_of_mining_resources(client, index_name, klue, tmp_path):
+    """``raysparse index`` hands ``mining.resources`` to its actors: with ``{cpu_pool: 1}`` every encoder of the
+    driver-bulk path and every writer of the worker-bulk path runs on the node carrying ``cpu_pool`` (a task asking
+    for CPUs alone could make an autoscaler launch a GPU node), and every document is indexed."""
+    from test_failures import start_cluster, stop_cluster
+
+    from raysparse.config import OpenSearchConfig
+    from raysparse.opensearch import index_corpus, index_corpus_on_workers
+    from raysparse.schemas import RetrievalData
+
+    data = RetrievalData(klue.corpus.slice(0, 120), klue.queries.slice(0, 0), klue.qrels.slice(0, 0))
+    url = "http://{host}:{port}".format(**client.transport.hosts[0])
+    cluster, (pool_node, plain_node) = start_cluster(
+        0, [{"num_cpus": 2, "resources": {"cpu_pool": 2}}, {"num_cpus": 2}]
+    )
+    try:
+        for path, index_fn in (("driver-bulk", index_corpus), ("worker-bulk", index_corpus_on_workers)):
+            markers = tmp_path / path
+            markers.mkdir()
+            report = index_fn(
+                data, _marking_encoder_factory(str(markers)), OpenSearchConfig(url=url),
+                index=f"{index_name}-{path}", num_actors=2, num_cpus_per_actor=1, batch_size=20,
+                resources={"cpu_pool": 1},
+            )  # fmt: skip
+            assert report.indexed == report.doc_count == 120 and not report.failed, (path, report)
+            encoded_on = {p.name for p in markers.iterdir()}
+            assert encoded_on == {pool_node.node_id}, (
+                path,
+                encoded_on,
+                pool_node.node_id,
+                plain_node.node_id,
+            )
+    finally:
+        stop_cluster(cluster)
+        for path in ("driver-bulk", "worker-bulk"):
+            client.indices.delete(index=f"{index_name}-{path}", ignore_unavailable=True)
