@@ -189,15 +189,17 @@ def test_mining_actors_run_only_on_the_cpu_pool_node(shared_data, tmp_path):
 @pytest.mark.slow
 @pytest.mark.timeout(420)
 def test_mining_survives_losing_a_worker_node(shared_data, tmp_path):
-    """Kill the node of one of two mining actors mid-run: the actor restarts on the surviving node, its batches are
-    re-run, and the triples equal a run without failure byte for byte."""
+    """Kill the node of a mining actor mid-run: its actors restart on the surviving node, their batches are re-run,
+    and the triples equal a run without failure byte for byte."""
     data = msmarco_data(shared_data, langs=("kor", "eng"))
     cfg = MiningConfig(analyzer="kiwi", batch_size=20, shard_rows=20, num_workers=2, in_process_below=0)
     index = Bm25Index.build(data.corpus, cfg, show_progress=False)
     expected = mine(data, cfg, tmp_path / "local", ray=False, index=index, show_progress=False)
 
-    # head: 0 CPUs (it keeps the driver's index object); two 2-CPU workers, so a restarted actor fits on the survivor
-    cluster, (survivor, victim) = start_cluster(0, [{"num_cpus": 2}, {"num_cpus": 2}])
+    # head: 0 CPUs (it keeps the driver's index object); two 2-CPU workers, so both 1-CPU actors fit on either one.
+    # The victim is whichever node an actor is seen on: Ray may place both actors on one node (a fixed victim then
+    # never got one, and the test failed with no fault injected)
+    cluster, workers = start_cluster(0, [{"num_cpus": 2}, {"num_cpus": 2}])
     outcome: dict[str, object] = {}
 
     def run() -> None:
@@ -212,18 +214,14 @@ def test_mining_survives_losing_a_worker_node(shared_data, tmp_path):
         job = threading.Thread(target=run, daemon=True)
         job.start()
         deadline = time.monotonic() + 180
-        on_victim: list[dict] = []
-        while time.monotonic() < deadline and job.is_alive():
-            on_victim = [
-                a
-                for a in miner_actors()
-                if a["Address"]["NodeID"] == victim.node_id and a["State"] == "ALIVE"
-            ]
-            if on_victim:
-                break
-            time.sleep(0.2)
-        assert job.is_alive(), "mining finished before an actor ran on the victim node: no fault was injected"
-        assert on_victim, "no mining actor was ever placed on the victim node"
+        victim = None
+        while victim is None and time.monotonic() < deadline and job.is_alive():
+            alive = {a["Address"]["NodeID"] for a in miner_actors() if a["State"] == "ALIVE"}
+            victim = next((n for n in workers if n.node_id in alive), None)
+            time.sleep(0.1)
+        assert job.is_alive(), "mining finished before an actor was alive: no fault was injected"
+        assert victim is not None, "no mining actor was ever alive on a worker node"
+        survivor = next(n for n in workers if n is not victim)
         killed_at = time.monotonic()
         cluster.remove_node(victim, allow_graceful=False)
         job.join(timeout=240)
@@ -245,6 +243,77 @@ def test_mining_survives_losing_a_worker_node(shared_data, tmp_path):
     ids = got.column("query_id").to_pylist()
     assert len(set(ids)) == len(ids), "duplicated queries after the retry"
     assert triples_files(tmp_path / "cluster") == triples_files(tmp_path / "local")
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(420)
+def test_augmentation_survives_losing_a_worker_node(shared_data, tmp_path):
+    """Kill the node of an augmentation actor mid-run: Ray Data restarts the actor on the other node and retries its
+    batches, and the augmented rows equal the in-process run (nothing lost, nothing duplicated)."""
+    data = msmarco_data(shared_data, langs=("kor", "eng"))
+    mining_cfg = MiningConfig(analyzer="bigram", batch_size=100, shard_rows=100, in_process_below=0)
+    index = Bm25Index.build(data.corpus, mining_cfg, show_progress=False)
+    mine(data, mining_cfg, tmp_path / "mined", ray=False, index=index, show_progress=False)
+    # 5 copies of the 2000 mined queries under their own ids, one file each: enough batches that the node is lost
+    # while the actors work (one copy takes ~0.6 s in-process once Kiwi is loaded)
+    mined = read_triples(tmp_path / "mined")
+    triples = tmp_path / "triples"
+    triples.mkdir()
+    ids = mined.column("query_id").to_pylist()
+    for copy in range(5):
+        column = mined.schema.get_field_index("query_id")
+        renamed = mined.set_column(column, "query_id", pa.array([f"{q}#{copy}" for q in ids], pa.string()))
+        pq.write_table(renamed.cast(TRIPLES), triples / f"part-{copy:05d}.parquet")
+    dictionary = BilingualDictionary.from_sources([], use_shared=True, shared_dir=shared_data)
+    augment_cfg = AugmentConfig(max_variants_per_query=2, seed=11)
+    local = augment_triples_file(triples, dictionary, augment_cfg, tmp_path / "aug_local", use_ray=False)
+
+    # head: 0 CPUs; two 4-CPU workers, so the survivor fits a restarted actor beside the read and write tasks
+    cluster, workers = start_cluster(0, [{"num_cpus": 4}, {"num_cpus": 4}])
+    outcome: dict[str, object] = {}
+
+    def run() -> None:
+        try:
+            outcome["report"] = augment_triples_file(
+                triples, dictionary, augment_cfg, tmp_path / "aug_ray", num_actors=2, batch_size=10
+            )
+        except BaseException as err:
+            outcome["error"] = err
+
+    try:
+        job = threading.Thread(target=run, daemon=True)
+        job.start()
+        deadline = time.monotonic() + 180
+        victim = None
+        while victim is None and time.monotonic() < deadline and job.is_alive():
+            alive = {
+                a["Address"]["NodeID"]
+                for a in miner_actors()
+                if "_AugmentBatches" in a["ActorClassName"] and a["State"] == "ALIVE"
+            }
+            victim = next((n for n in workers if n.node_id in alive), None)
+            time.sleep(0.1)
+        assert job.is_alive(), "augmentation finished before an actor was alive: no fault was injected"
+        assert victim is not None, "no augmentation actor was ever alive on a worker node"
+        cluster.remove_node(victim, allow_graceful=False)
+        job.join(timeout=300)
+        assert not job.is_alive(), "augmentation hung after the node was lost"
+        if "error" in outcome:
+            raise outcome["error"]  # type: ignore[misc]
+        actors = [a for a in miner_actors() if "_AugmentBatches" in a["ActorClassName"]]
+        survivor = next(n for n in workers if n is not victim)
+        assert any(a["Address"]["NodeID"] == survivor.node_id for a in actors)
+    finally:
+        stop_cluster(cluster)
+
+    report = outcome["report"]
+    counts = [{k: v for k, v in r.to_dict().items() if k != "sources"} for r in (report, local)]
+    assert counts[0] == counts[1] and local.queries_in == 10000, counts
+    rows = {
+        p: pq.read_table(tmp_path / p).cast(TRIPLES).sort_by("query_id").to_pylist()
+        for p in ("aug_ray", "aug_local")
+    }
+    assert rows["aug_ray"] == rows["aug_local"]
 
 
 # ---------------------------------------------------------------------------------------------------- corrupt shards
