@@ -129,11 +129,18 @@ def main(argv: list[str] | None = None) -> int:
         )
     machine = (
         f"Machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
-        f"Ray {ray.__version__}; load average {load_before[0]:.1f} before, {load_after[0]:.1f} after "
-        "(other jobs share this VM)."
+        f"Ray {ray.__version__}; load average {load_before[0]:.1f} before, {load_after[0]:.1f} after."
     )
     command = " ".join(["python benchmarks/autoscaling.py", *(argv if argv is not None else sys.argv[1:])])
-    text = "\n".join([f"`{command}`", "", *lines, "", machine])
+    about = (
+        'A "node" is a raylet the autoscaler starts on this machine: "node up" is the autoscaler\'s reaction '
+        "plus a raylet start, not a cloud VM boot. When the load average (last line) is above the core count, the "
+        "times include waiting for CPU. See "
+        "[docs/deployment.md](../../docs/deployment.md#autoscaling-measured-on-rays-own-autoscaler) and the module "
+        "docstring of benchmarks/autoscaling.py for what each column times."
+    )
+    title = "# Autoscaling: cluster.yaml's node types on Ray's autoscaler (fake multi-node provider)"
+    text = "\n".join([title, "", about, "", "Command:", "", f"`{command}`", "", *lines, "", machine])
     print(text)
     if args.out:
         args.out.write_text(text + "\n", encoding="utf-8")
