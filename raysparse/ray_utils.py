@@ -89,6 +89,12 @@ def cluster_cpus() -> float:
     return float(ray.cluster_resources().get("CPU", 1.0))
 
 
+def nodes_cpus(nodes: list[dict[str, Any]]) -> float:
+    """CPUs of ``nodes`` (as :func:`check_placement` returns them), or 1.0 when they offer none (a 0-CPU head):
+    what a pool sized for those nodes divides among its actors."""
+    return sum(float(n.get("Resources", {}).get("CPU", 0.0)) for n in nodes) or 1.0
+
+
 def placement_args(resources: Mapping[str, float] | None) -> dict[str, Any]:
     """Ray remote arguments that place a task or actor on the nodes offering ``resources`` (``mining.resources``,
     ``{cpu_pool: 1}``); nothing when there are none. Every CPU stage passes them: a task asking for CPUs alone can

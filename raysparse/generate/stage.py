@@ -269,13 +269,13 @@ def _with_ray(todo: pa.Table, cfg: Any, prompt: PromptTemplate) -> Iterator[pa.T
     import ray
     from ray.data import ActorPoolStrategy
 
-    from raysparse.ray_utils import check_placement, init_ray, placement_args
+    from raysparse.ray_utils import check_placement, init_ray, nodes_cpus, placement_args
 
     init_ray()
     # Requests wait on the server, not on our CPUs, but every actor needs some CPU share: cap the share so that the
     # whole pool fits the nodes it may use (a pool that cannot be placed would wait forever on a small machine).
     nodes = check_placement(cfg.resources, "generate.resources")
-    total = sum(float(n.get("Resources", {}).get("CPU", 0.0)) for n in nodes) or 1.0
+    total = nodes_cpus(nodes)
     cpus = min(cfg.cpus_per_worker, max(0.01, 0.9 * total / cfg.concurrency))
     ds = ray.data.from_arrow(_batches(todo, cfg.batch_size))
     out = ds.map_batches(

@@ -259,10 +259,10 @@ def _ray_pool(cfg: MiningConfig) -> tuple[int, float]:
     """Pool size and per-actor CPUs: one actor per CPU of the nodes that satisfy ``mining.resources`` by default,
     with fractional CPUs so that actors plus Ray Data's own bookkeeping never ask for more than those nodes have
     (the documented 2-CPU hang). A fixed-size pool larger than what the eligible nodes can host would never start."""
-    from raysparse.ray_utils import check_placement
+    from raysparse.ray_utils import check_placement, nodes_cpus
 
     nodes = check_placement(cfg.resources, "mining.resources")
-    total = sum(float(n.get("Resources", {}).get("CPU", 0.0)) for n in nodes) or 1.0
+    total = nodes_cpus(nodes)
     slots = 0
     for n in nodes:
         res = n.get("Resources", {})
