@@ -481,13 +481,11 @@ def test_ray_parsing_runs_only_on_the_nodes_of_corpus_resources(dump, tmp_path):
     """``corpus.resources={cpu_pool: 1}``: every parsing task runs on the node carrying ``cpu_pool`` (a task asking
     for CPUs alone could make an autoscaler launch a GPU node for it); the output and cache key are those of the
     in-process build; a placement no node offers fails at once naming the key."""
-    from test_failures import start_cluster, stop_cluster, task_nodes
+    from test_failures import CPU_POOL_AND_PLAIN_NODES, start_cluster, stop_cluster, task_nodes
 
     local = wp.build_wikipedia(dump["shards"], cfg_for(tmp_path / "local"), ray=False, show_progress=False)
     placed_cfg = cfg_for(tmp_path / "placed", resources={"cpu_pool": 1})
-    cluster, (pool_node, plain_node) = start_cluster(
-        0, [{"num_cpus": 2, "resources": {"cpu_pool": 2}}, {"num_cpus": 2}]
-    )
+    cluster, (pool_node, plain_node) = start_cluster(0, CPU_POOL_AND_PLAIN_NODES)
     try:
         placed = wp.build_wikipedia(dump["shards"], placed_cfg, ray=True, show_progress=False)
         nodes = task_nodes("_shard_task")

@@ -17,6 +17,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pyarrow as pa
@@ -29,6 +30,8 @@ from raysparse.mining import TRIPLES_DIR, Bm25Index, build_index_ray, mine, read
 from raysparse.schemas import TRIPLES, RetrievalData
 
 ROOT = Path(__file__).resolve().parents[1]
+# a node offering cpu_pool and a plain one: placement tests check that work asking for the pool ran on the first only
+CPU_POOL_AND_PLAIN_NODES = [{"num_cpus": 2, "resources": {"cpu_pool": 2}}, {"num_cpus": 2}]
 MINER_CLASS = "MapWorker"  # Ray Data names its actor-pool actors _MapWorker / MapWorker(MapBatches(...))
 
 
@@ -105,6 +108,49 @@ def task_nodes(name_part: str, deadline_s: float = 60.0) -> set[str]:
         time.sleep(0.5)
 
 
+def kill_an_actor_node_mid_run(
+    cluster: object,
+    workers: list[object],
+    work: Callable[[], object],
+    actor_class: str,
+    what: str,
+    join_s: float,
+) -> tuple[object, object, float]:
+    """Run ``work()`` in a thread and, as soon as an actor of this job whose class name contains ``actor_class`` is
+    alive on one of ``workers``, SIGKILL that node (whichever it is: Ray may place every actor on one node, so a
+    victim fixed in advance may never get one). Returns (what ``work`` returned, the killed node, the monotonic time
+    of the kill); raises what ``work`` raised, and fails when no fault could be injected or ``work`` hangs."""
+    outcome: dict[str, object] = {}
+
+    def run() -> None:
+        try:
+            outcome["result"] = work()
+        except BaseException as err:
+            outcome["error"] = err
+
+    job = threading.Thread(target=run, daemon=True)
+    job.start()
+    deadline = time.monotonic() + 180
+    victim = None
+    while victim is None and time.monotonic() < deadline and job.is_alive():
+        alive = {
+            a["Address"]["NodeID"]
+            for a in miner_actors()
+            if actor_class in a["ActorClassName"] and a["State"] == "ALIVE"
+        }
+        victim = next((n for n in workers if n.node_id in alive), None)
+        time.sleep(0.1)
+    assert job.is_alive(), f"{what} finished before an actor was alive: no fault was injected"
+    assert victim is not None, f"no {what} actor was ever alive on a worker node"
+    killed_at = time.monotonic()
+    cluster.remove_node(victim, allow_graceful=False)
+    job.join(timeout=join_s)
+    assert not job.is_alive(), f"{what} hung after the node was lost"
+    if "error" in outcome:
+        raise outcome["error"]  # type: ignore[misc]
+    return outcome["result"], victim, killed_at
+
+
 # ---------------------------------------------------------------------------------------------------- placement
 
 
@@ -121,9 +167,7 @@ def test_mining_actors_run_only_on_the_cpu_pool_node(shared_data, tmp_path):
         analyzer="bigram", batch_size=25, shard_rows=25, resources={"cpu_pool": 1}, in_process_below=0
     )
     index = Bm25Index.build(data.corpus, cfg, show_progress=False)
-    cluster, (pool_node, plain_node) = start_cluster(
-        1, [{"num_cpus": 2, "resources": {"cpu_pool": 2}}, {"num_cpus": 2}]
-    )
+    cluster, (pool_node, plain_node) = start_cluster(1, CPU_POOL_AND_PLAIN_NODES)
     try:
         # pool size comes from the eligible node only: 2 actors (its CPUs and its cpu_pool), not 5 (all CPUs)
         assert _ray_pool(cfg) == (2, 0.9)
@@ -200,35 +244,16 @@ def test_mining_survives_losing_a_worker_node(shared_data, tmp_path):
     # The victim is whichever node an actor is seen on: Ray may place both actors on one node (a fixed victim then
     # never got one, and the test failed with no fault injected)
     cluster, workers = start_cluster(0, [{"num_cpus": 2}, {"num_cpus": 2}])
-    outcome: dict[str, object] = {}
-
-    def run() -> None:
-        try:
-            outcome["report"] = mine(
-                data, cfg, tmp_path / "cluster", ray=True, index=index, show_progress=False
-            )
-        except BaseException as err:
-            outcome["error"] = err
-
     try:
-        job = threading.Thread(target=run, daemon=True)
-        job.start()
-        deadline = time.monotonic() + 180
-        victim = None
-        while victim is None and time.monotonic() < deadline and job.is_alive():
-            alive = {a["Address"]["NodeID"] for a in miner_actors() if a["State"] == "ALIVE"}
-            victim = next((n for n in workers if n.node_id in alive), None)
-            time.sleep(0.1)
-        assert job.is_alive(), "mining finished before an actor was alive: no fault was injected"
-        assert victim is not None, "no mining actor was ever alive on a worker node"
+        report, victim, killed_at = kill_an_actor_node_mid_run(
+            cluster,
+            workers,
+            lambda: mine(data, cfg, tmp_path / "cluster", ray=True, index=index, show_progress=False),
+            "_MinerActor",
+            "mining",
+            join_s=240,
+        )
         survivor = next(n for n in workers if n is not victim)
-        killed_at = time.monotonic()
-        cluster.remove_node(victim, allow_graceful=False)
-        job.join(timeout=240)
-        assert not job.is_alive(), "mining hung after the node was lost"
-        if "error" in outcome:
-            raise outcome["error"]  # type: ignore[misc]
-        report = outcome["report"]
         print(
             f"mining on 2 nodes, one killed: {report.timings['mining']:.1f} s, "
             f"{time.monotonic() - killed_at:.1f} s after the kill"
@@ -270,43 +295,23 @@ def test_augmentation_survives_losing_a_worker_node(shared_data, tmp_path):
 
     # head: 0 CPUs; two 4-CPU workers, so the survivor fits a restarted actor beside the read and write tasks
     cluster, workers = start_cluster(0, [{"num_cpus": 4}, {"num_cpus": 4}])
-    outcome: dict[str, object] = {}
-
-    def run() -> None:
-        try:
-            outcome["report"] = augment_triples_file(
-                triples, dictionary, augment_cfg, tmp_path / "aug_ray", num_actors=2, batch_size=10
-            )
-        except BaseException as err:
-            outcome["error"] = err
-
     try:
-        job = threading.Thread(target=run, daemon=True)
-        job.start()
-        deadline = time.monotonic() + 180
-        victim = None
-        while victim is None and time.monotonic() < deadline and job.is_alive():
-            alive = {
-                a["Address"]["NodeID"]
-                for a in miner_actors()
-                if "_AugmentBatches" in a["ActorClassName"] and a["State"] == "ALIVE"
-            }
-            victim = next((n for n in workers if n.node_id in alive), None)
-            time.sleep(0.1)
-        assert job.is_alive(), "augmentation finished before an actor was alive: no fault was injected"
-        assert victim is not None, "no augmentation actor was ever alive on a worker node"
-        cluster.remove_node(victim, allow_graceful=False)
-        job.join(timeout=300)
-        assert not job.is_alive(), "augmentation hung after the node was lost"
-        if "error" in outcome:
-            raise outcome["error"]  # type: ignore[misc]
+        report, victim, _ = kill_an_actor_node_mid_run(
+            cluster,
+            workers,
+            lambda: augment_triples_file(
+                triples, dictionary, augment_cfg, tmp_path / "aug_ray", num_actors=2, batch_size=10
+            ),
+            "_AugmentBatches",
+            "augmentation",
+            join_s=300,
+        )
         actors = [a for a in miner_actors() if "_AugmentBatches" in a["ActorClassName"]]
         survivor = next(n for n in workers if n is not victim)
         assert any(a["Address"]["NodeID"] == survivor.node_id for a in actors)
     finally:
         stop_cluster(cluster)
 
-    report = outcome["report"]
     counts = [{k: v for k, v in r.to_dict().items() if k != "sources"} for r in (report, local)]
     assert counts[0] == counts[1] and local.queries_in == 10000, counts
     rows = {

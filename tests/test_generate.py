@@ -582,13 +582,11 @@ def test_generation_actors_run_only_on_the_nodes_of_generate_resources(server, k
     """``generate.resources={cpu_pool: 1}``: every generation actor runs on the node carrying ``cpu_pool`` (as the
     mining actors do with mining.resources); the generations equal the in-process run; a placement no node offers
     fails at once naming the key."""
-    from test_failures import miner_actors, start_cluster, stop_cluster
+    from test_failures import CPU_POOL_AND_PLAIN_NODES, miner_actors, start_cluster, stop_cluster
 
     data = _subset(klue, 8)
     cfg = _cfg(server, concurrency=2, batch_size=2, on_error="raise", resources={"cpu_pool": 1})
-    cluster, (pool_node, plain_node) = start_cluster(
-        0, [{"num_cpus": 2, "resources": {"cpu_pool": 2}}, {"num_cpus": 2}]
-    )
+    cluster, (pool_node, plain_node) = start_cluster(0, CPU_POOL_AND_PLAIN_NODES)
     try:
         placed = generate_queries(data, cfg, tmp_path / "placed", ray=True, show_progress=False)
         actors = [a for a in miner_actors() if "_GenerateActor" in a["ActorClassName"]]

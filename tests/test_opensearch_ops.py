@@ -329,7 +329,7 @@ def test_index_writers_run_only_on_the_nodes_of_mining_resources(client, index_n
     """``raysparse index`` hands ``mining.resources`` to its actors: with ``{cpu_pool: 1}`` every encoder of the
     driver-bulk path and every writer of the worker-bulk path runs on the node carrying ``cpu_pool`` (a task asking
     for CPUs alone could make an autoscaler launch a GPU node), and every document is indexed."""
-    from test_failures import start_cluster, stop_cluster
+    from test_failures import CPU_POOL_AND_PLAIN_NODES, start_cluster, stop_cluster
 
     from raysparse.config import OpenSearchConfig
     from raysparse.opensearch import index_corpus, index_corpus_on_workers
@@ -337,9 +337,7 @@ def test_index_writers_run_only_on_the_nodes_of_mining_resources(client, index_n
 
     data = RetrievalData(klue.corpus.slice(0, 120), klue.queries.slice(0, 0), klue.qrels.slice(0, 0))
     url = "http://{host}:{port}".format(**client.transport.hosts[0])
-    cluster, (pool_node, plain_node) = start_cluster(
-        0, [{"num_cpus": 2, "resources": {"cpu_pool": 2}}, {"num_cpus": 2}]
-    )
+    cluster, (pool_node, plain_node) = start_cluster(0, CPU_POOL_AND_PLAIN_NODES)
     try:
         for path, index_fn in (("driver-bulk", index_corpus), ("worker-bulk", index_corpus_on_workers)):
             markers = tmp_path / path
